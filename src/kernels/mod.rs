@@ -1,0 +1,1 @@
+//! Numeric kernels for the backbone's inference path.

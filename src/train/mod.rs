@@ -1,0 +1,3 @@
+//! Training of the classification head on cached backbone features.
+
+pub mod head;

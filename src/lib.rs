@@ -9,6 +9,7 @@
 //! labels new photos with it.
 
 pub mod backbone;
+pub mod cache;
 pub mod data;
 pub mod features;
 pub mod kernels;

@@ -72,3 +72,101 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Demo(args) => demo::run(args, &progress),
     }
 }
+
+/// Resolves the backbone weights (fetching them on first use) and builds
+/// the feature extractor with the backbone's preprocessing.
+fn load_extractor(
+    kind: pantry::backbone::BackboneKind,
+    args: &BackboneArgs,
+    progress: &Progress,
+) -> anyhow::Result<pantry::features::Extractor> {
+    use pantry::data::transform::Preprocess;
+    use pantry::features::{Extractor, FeatureCache};
+
+    let (resolved, weights) = pantry::backbone::weights::load(kind, args.weights.as_deref())?;
+    progress.status(&format!("{kind}: weights {}", resolved.path.display()));
+    let preprocess = Preprocess::for_resolution(kind.resolution());
+    let cache = if args.no_cache {
+        None
+    } else {
+        Some(FeatureCache::open(kind, &resolved.sha256, &preprocess)?)
+    };
+    Extractor::new(&resolved, &weights, preprocess, args.batch_size, cache)
+}
+
+/// Extracts features of a labelled dataset behind a progress bar and warns
+/// about every input that was skipped or failed.
+fn labelled_features(
+    extractor: &pantry::features::Extractor,
+    data: &std::path::Path,
+    images: Option<&std::path::Path>,
+    name: &str,
+    progress: &Progress,
+) -> anyhow::Result<pantry::workflow::LabelledFeatures> {
+    let bar = std::cell::RefCell::new(progress.bar(0, name));
+    let features = pantry::workflow::labelled_features(
+        extractor,
+        data,
+        images,
+        &mut |total| bar.borrow().set_length(total as u64),
+        &mut |done| bar.borrow().inc(done as u64),
+    )?;
+    bar.borrow().finish_and_clear();
+    report_skipped_and_failed(&features.skipped, &features.failures, progress);
+    progress.status(&format!(
+        "{name}: features for {} images ({} failed, {} non-image files skipped)",
+        features.labels.len(),
+        features.failures.len(),
+        features.skipped.len()
+    ));
+    Ok(features)
+}
+
+fn report_skipped_and_failed(
+    skipped: &[pantry::data::source::Skipped],
+    failures: &[pantry::features::InputError],
+    progress: &Progress,
+) {
+    for skip in skipped {
+        progress.status(&format!("skipped {}: {}", skip.path.display(), skip.reason));
+    }
+    for failure in failures {
+        progress.warn(&failure.to_string());
+    }
+}
+
+/// Returns a callback that prints one line per epoch.
+fn epoch_printer(progress: &Progress) -> impl FnMut(&pantry::train::EpochSummary) + '_ {
+    move |epoch| {
+        let figure = |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+        progress.status(&format!(
+            "epoch {:>3}: loss {:.4}, val accuracy {}, val macro-F1 {}{}",
+            epoch.epoch,
+            epoch.train_loss,
+            figure(epoch.val_accuracy),
+            figure(epoch.val_macro_f1),
+            if epoch.is_best { "  (best)" } else { "" }
+        ));
+    }
+}
+
+/// Loads a model file with the backbone weights it was trained on.
+fn load_classifier(
+    model: &std::path::Path,
+    args: &BackboneArgs,
+    progress: &Progress,
+) -> anyhow::Result<pantry::predict::Classifier> {
+    let options = pantry::predict::ClassifierOptions {
+        weights: args.weights.clone(),
+        batch_size: args.batch_size,
+        use_cache: !args.no_cache,
+    };
+    let classifier = pantry::predict::Classifier::load(model, &options)?;
+    progress.status(&format!(
+        "{}: {} classes on {}",
+        model.display(),
+        classifier.labels().len(),
+        classifier.model().backbone
+    ));
+    Ok(classifier)
+}

@@ -9,6 +9,7 @@ use pantry::backbone::BackboneKind;
 use pantry::train::TrainConfig;
 use pantry::workflow::{self, LabelledFeatures, TrainSummary};
 
+
 use super::{BackboneArgs, Progress};
 
 #[derive(Debug, Args)]
@@ -136,34 +137,35 @@ pub fn run(args: TrainArgs, progress: &Progress) -> Result<u8> {
 }
 
 /// Runs the whole training job; `demo` calls it too.
-pub fn train_model(args: &TrainArgs, config: TrainConfig, progress: &Progress) -> Result<TrainSummary> {
+pub fn train_model(args: &TrainArgs, mut config: TrainConfig, progress: &Progress) -> Result<TrainSummary> {
+    config.val_fraction = args.val_fraction;
     let extractor = super::load_extractor(args.backbone, &args.backbone_args, progress)?;
-    let train = super::labelled_features(&extractor, &args.data, args.images.as_deref(), "train", progress)?;
+    let images = args.images.as_deref();
+    let train = super::labelled_features(&extractor, &args.data, images, "train", progress)?;
     let val: Option<LabelledFeatures> = match &args.val {
-        Some(path) => Some(super::labelled_features(&extractor, path, args.images.as_deref(), "val", progress)?),
+        Some(path) => Some(super::labelled_features(&extractor, path, images, "val", progress)?),
         None => None,
     };
     let mut on_epoch = super::epoch_printer(progress);
-    let summary = workflow::train(
-        &extractor,
-        &train,
-        val.as_ref(),
-        args.val_fraction,
-        config,
-        &args.output,
-        &mut on_epoch,
-    )?;
+    let summary = workflow::train_and_save(&extractor, &train, val.as_ref(), &config, &args.output, &mut on_epoch)?;
+    for (label, count) in &summary.unknown_val_labels {
+        progress.warn(&format!(
+            "{count} validation images are labelled {label:?}, which the training data lacks; they were left out"
+        ));
+    }
     Ok(summary)
 }
 
 pub fn print_summary(summary: &TrainSummary) {
+    let figure = |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{v:.4}"));
     println!(
-        "trained on {} images, validated on {}: best epoch {}, val accuracy {:.4}, val macro-F1 {:.4}",
+        "trained {} classes on {} images, validated on {}: best epoch {}, val accuracy {}, val macro-F1 {}",
+        summary.classes,
         summary.train_count,
         summary.val_count,
         summary.best_epoch,
-        summary.val_accuracy,
-        summary.val_macro_f1
+        figure(summary.val_accuracy),
+        figure(summary.val_macro_f1)
     );
     println!("model written to {}", summary.model_path.display());
 }

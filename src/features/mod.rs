@@ -92,8 +92,14 @@ impl Extractor {
 
         let mut misses = Vec::new();
         for (index, key) in keys.iter().enumerate() {
-            let Some(key) = key else { continue };
-            match self.cache.as_ref().and_then(|cache| cache.get(key)) {
+            if results[index].is_some() {
+                continue;
+            }
+            let cached = key
+                .as_ref()
+                .zip(self.cache.as_ref())
+                .and_then(|(key, cache)| cache.get(key));
+            match cached {
                 Some(features) => results[index] = Some(Ok(features)),
                 None => misses.push(index),
             }
@@ -148,7 +154,55 @@ impl Extractor {
         results: &mut [Option<Result<Vec<f32>, InputError>>],
         on_done: &mut dyn FnMut(usize),
     ) {
-        todo!("wire to the loader: {paths:?} {indices:?} {keys:?} {results:?} {on_done:p}")
+        if indices.is_empty() {
+            return;
+        }
+        let miss_paths: Vec<PathBuf> = indices.iter().map(|&i| paths[i].clone()).collect();
+        let loader = Loader::new(miss_paths, self.preprocess.clone(), self.batch_size);
+        let dim = self.dim();
+        for batch in loader {
+            for (position, error) in batch.errors {
+                let index = indices[position];
+                results[index] = Some(Err(input_error(&paths[index], error.kind.to_string())));
+            }
+            if !batch.ok.is_empty() {
+                match self.net.features(&batch.tensors, batch.ok.len()) {
+                    Ok(features) => {
+                        for (row, &position) in batch.ok.iter().enumerate() {
+                            let index = indices[position];
+                            let vector = features[row * dim..(row + 1) * dim].to_vec();
+                            self.store(&paths[index], keys[index].as_deref(), &vector);
+                            results[index] = Some(Ok(vector));
+                        }
+                    }
+                    Err(err) => {
+                        for &position in &batch.ok {
+                            let index = indices[position];
+                            let message = format!("the backbone failed on this batch: {err:#}");
+                            results[index] = Some(Err(input_error(&paths[index], message)));
+                        }
+                    }
+                }
+            }
+            on_done(batch.len);
+        }
+    }
+
+    /// Writes one entry to the cache. A failed write costs only a later
+    /// recomputation, so it is reported on stderr once and not returned.
+    fn store(&self, path: &Path, key: Option<&str>, features: &[f32]) {
+        let (Some(cache), Some(key)) = (self.cache.as_ref(), key) else {
+            return;
+        };
+        if let Err(err) = cache.put(key, features) {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "warning: the feature cache is not being written ({err:#}; first seen for {})",
+                    path.display()
+                )
+            });
+        }
     }
 }
 

@@ -332,19 +332,23 @@ fn rebuild_tensor(storage: &Value, offset: &Value, size: &Value, stride: &Value)
     Ok(Value::Tensor(tensor.into()))
 }
 
-fn usize_tuple(value: &Value, what: &str) -> Result<Vec<usize>> {
+fn usize_tuple(value: &Value, description: &str) -> Result<Vec<usize>> {
     let Value::Tuple(items) = value else {
-        bail!("{what} is a {}, expected a tuple", value.type_name());
+        bail!("{description} is a {}, expected a tuple", value.type_name());
     };
     items
         .iter()
         .map(|item| match item {
-            Value::Int(n) => to_usize(*n, what),
-            other => bail!("{what} contains a {}, expected ints", other.type_name()),
+            Value::Int(n) => to_usize(*n, description),
+            other => bail!(
+                "{description} contains a {}, expected ints",
+                other.type_name()
+            ),
         })
         .collect()
 }
 
-fn to_usize(value: i128, what: &str) -> Result<usize> {
-    usize::try_from(value).with_context(|| format!("{what} {value} is negative or too large"))
+fn to_usize(value: i128, description: &str) -> Result<usize> {
+    usize::try_from(value)
+        .with_context(|| format!("{description} {value} is negative or too large"))
 }

@@ -85,7 +85,7 @@ fn cmyk_black_ink_darkens() {
     assert_pixel(&image, 8, 8, [127; 3], 3, "half black ink");
 }
 
-/// Where a stored pixel (x, y) of a `w`x`h` image appears once EXIF
+/// Returns where a stored pixel (x, y) of a `w`x`h` image appears once EXIF
 /// orientation `o` is applied, per the Exif 2.3 definition of tag 0x0112.
 fn displayed(x: u32, y: u32, w: u32, h: u32, o: u16) -> (u32, u32) {
     match o {

@@ -302,7 +302,7 @@ fn prediction_inputs_expand_in_order() {
     assert_eq!(inputs, expected);
 
     let missing = dir.path().join("missing.jpg");
-    let error = collect_inputs(&[missing.clone()]).unwrap_err();
+    let error = collect_inputs(std::slice::from_ref(&missing)).unwrap_err();
     assert!(
         format!("{error:#}").contains(&missing.display().to_string()),
         "{error:#}"

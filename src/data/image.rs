@@ -15,7 +15,7 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Rg
 mod jpeg;
 
 /// Largest accepted image, in pixels of the stored (unscaled) image: 160
-/// megapixels, above the 108 MP of current phone sensors. Larger claims are
+/// megapixels, over ten times a 12-megapixel phone photo. Larger claims are
 /// rejected before any pixel memory is allocated, so a small file that
 /// declares huge dimensions (a decompression bomb) cannot exhaust memory.
 pub const MAX_PIXELS: u64 = 160_000_000;
@@ -28,7 +28,7 @@ pub struct DecodeError {
     pub kind: DecodeErrorKind,
 }
 
-/// Why a file could not be decoded.
+/// Cause of a decode failure.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeErrorKind {
     #[error("cannot read the file: {0}")]
@@ -53,9 +53,9 @@ pub fn decode(path: &Path) -> Result<RgbImage, DecodeError> {
 }
 
 /// Decodes the file at `path` to RGB8 like [`decode`], but lets JPEGs be
-/// decoded at 1/2, 1/4 or 1/8 scale: the smallest scale whose shorter side
-/// is still at least `min_side` pixels (or full size when even that is too
-/// small). Other formats are decoded at full size. The result feeds a resize
+/// decoded at 1/2, 1/4 or 1/8 scale. The smallest scale whose shorter side
+/// is still at least `min_side` pixels is used, or full size when even 1/2
+/// is too small. Other formats are decoded at full size. The result feeds a resize
 /// to `min_side`, which is far cheaper from the reduced image; a 4032x3024
 /// photo for a 224-pixel input is decoded at 504x378.
 pub fn decode_for(path: &Path, min_side: u32) -> Result<RgbImage, DecodeError> {
@@ -178,7 +178,7 @@ fn kind_from_image_error(error: ImageError) -> DecodeErrorKind {
     }
 }
 
-/// Whether a decoder's message reports data that ended early. The decoders
+/// Reports whether a decoder's message describes data that ended early. The decoders
 /// do not type this case, so the message text is the only signal.
 pub(crate) fn looks_truncated(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();

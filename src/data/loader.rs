@@ -57,7 +57,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// The row of `tensors` at position `row` (not an input index).
+    /// Returns row `row` of `tensors` (a row position, not an input index).
     pub fn row(&self, row: usize) -> &[f32] {
         let row_len = self.tensors.len() / self.ok.len().max(1);
         &self.tensors[row * row_len..(row + 1) * row_len]

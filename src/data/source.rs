@@ -32,7 +32,7 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
-/// Why a file or folder was left out of a dataset.
+/// Reason a file or folder was left out of a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkipReason {
     /// Its name starts with a dot (`.DS_Store`, `._photo.jpg`, `.git`).
@@ -102,10 +102,10 @@ pub fn load(path: &Path, images_dir: Option<&Path>, require_labels: bool) -> Res
     Ok(dataset)
 }
 
-/// Expands prediction inputs into image paths: a folder gives every image
-/// below it (sorted, hidden and non-image files left out), a `.tsv`, `.csv`
-/// or `.txt` file gives the paths in its `file` column in file order, and
-/// any other file is taken as an image itself, so that a file which does
+/// Expands prediction inputs into image paths. A folder gives every image
+/// below it, sorted, with hidden and non-image files left out. A `.tsv`,
+/// `.csv` or `.txt` file gives the paths in its `file` column in file order.
+/// Any other file is taken as an image itself, so that a file which does
 /// not decode still gets a result.
 pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
@@ -125,7 +125,7 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Whether `path` is read as a label file (extension `.tsv`, `.csv` or
+/// Reports whether `path` is read as a label file (extension `.tsv`, `.csv` or
 /// `.txt`, any case).
 pub fn is_label_file(path: &Path) -> bool {
     matches!(
@@ -204,7 +204,8 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-/// An image by extension, or for other names by its first bytes.
+/// Reports whether `path` is an image by its extension or, for other
+/// names, by its first bytes.
 fn looks_like_image(path: &Path) -> Result<bool> {
     if let Some(extension) = lower_extension(path) {
         if IMAGE_EXTENSIONS.contains(&extension.as_str()) {

@@ -61,7 +61,7 @@ impl ResizeFilter {
 }
 
 impl Preprocess {
-    /// The EfficientNet-Lite preprocessing at `resolution`: mean 127 and
+    /// Returns the EfficientNet-Lite preprocessing at `resolution`: mean 127 and
     /// std 128 on every channel, bilinear resize.
     pub fn for_resolution(resolution: u32) -> Self {
         Preprocess {
@@ -109,7 +109,8 @@ impl Preprocess {
     /// pixel outside the crop is resampled.
     pub fn resize_crop(&self, image: &RgbImage) -> Vec<u8> {
         let (width, height) = image.dimensions();
-        assert!(width > 0 && height > 0, "image has a zero side");
+        assert!(width > 0, "image has zero width");
+        assert!(height > 0, "image has zero height");
         let side = self.resolution;
         if width == side && height == side {
             return image.as_raw().clone();

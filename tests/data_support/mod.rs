@@ -11,14 +11,14 @@ pub const GREEN: [u8; 3] = [0, 255, 0];
 pub const BLUE: [u8; 3] = [0, 0, 255];
 pub const WHITE: [u8; 3] = [255, 255, 255];
 
-/// An image whose left half is `left` and right half is `right`.
+/// Builds an image whose left half is `left` and right half is `right`.
 pub fn two_colour(width: u32, height: u32, left: [u8; 3], right: [u8; 3]) -> RgbImage {
     RgbImage::from_fn(width, height, |x, _| {
         Rgb(if x < width / 2 { left } else { right })
     })
 }
 
-/// An image split into four quadrants: top-left red, top-right green,
+/// Builds an image split into four quadrants: top-left red, top-right green,
 /// bottom-left blue, bottom-right white.
 pub fn quadrants(width: u32, height: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
@@ -31,7 +31,7 @@ pub fn quadrants(width: u32, height: u32) -> RgbImage {
     })
 }
 
-/// A smooth photo-like image: overlapping low-frequency waves per channel.
+/// Builds a smooth photo-like image: overlapping low-frequency waves per channel.
 pub fn smooth(width: u32, height: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
         let u = x as f32 / width as f32;

@@ -119,8 +119,8 @@ pub(crate) fn check_size(width: u32, height: u32) -> Result<(), DecodeErrorKind>
     Ok(())
 }
 
-/// Decodes a non-JPEG file (or a JPEG, through zune-jpeg) with the `image`
-/// crate, applying the orientation that the container declares.
+/// Decodes a PNG, WebP, BMP or GIF file with the `image` crate, applying the
+/// orientation that the container declares.
 pub(crate) fn decode_with_image_crate(
     bytes: &[u8],
     format: ImageFormat,

@@ -103,6 +103,8 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
 
 fn kind_from_jpeg_error(error: jpeg_decoder::Error) -> DecodeErrorKind {
     match error {
+        // NOTE: a file that lacks only its final EOI marker also lands here,
+        // although libjpeg-based tools display it with a warning.
         jpeg_decoder::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             DecodeErrorKind::Truncated("the JPEG data ends early".into())
         }

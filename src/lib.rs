@@ -17,3 +17,4 @@ pub mod metrics;
 pub mod model_file;
 pub mod predict;
 pub mod train;
+pub mod workflow;

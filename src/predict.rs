@@ -9,12 +9,10 @@ use anyhow::{bail, Context, Result};
 use crate::backbone::weights;
 use crate::features::{Extractor, FeatureCache, InputError};
 use crate::model_file::ModelFile;
-use crate::train::TrainedHead;
 
 /// A trained model file together with the backbone it was trained on.
 pub struct Classifier {
     model: ModelFile,
-    head: TrainedHead,
     extractor: Extractor,
 }
 
@@ -34,26 +32,24 @@ impl Classifier {
     /// weights whose checksum differs from the one the model was trained on.
     pub fn load(model_path: &Path, options: &ClassifierOptions) -> Result<Self> {
         let model = ModelFile::load(model_path)?;
-        let meta = model.meta();
-        let (resolved, weights) = weights::load(meta.backbone, options.weights.as_deref())?;
-        if resolved.sha256 != meta.backbone_sha256 {
+        let (resolved, weights) = weights::load(model.backbone, options.weights.as_deref())?;
+        if resolved.sha256 != model.backbone_sha256 {
             bail!(
                 "{} was trained on {} weights with SHA-256 {}, but the weights found have SHA-256 {}; \
                  pass the original checkpoint with --weights",
                 model_path.display(),
-                meta.backbone,
-                meta.backbone_sha256,
+                model.backbone,
+                model.backbone_sha256,
                 resolved.sha256
             );
         }
         let cache = if options.use_cache {
-            Some(FeatureCache::open(meta.backbone, &resolved.sha256, &meta.preprocess)?)
+            Some(FeatureCache::open(model.backbone, &resolved.sha256, &model.preprocess)?)
         } else {
             None
         };
-        let extractor = Extractor::new(&resolved, &weights, meta.preprocess.clone(), options.batch_size, cache)?;
-        let head = model.head()?;
-        Ok(Classifier { model, head, extractor })
+        let extractor = Extractor::new(&resolved, &weights, model.preprocess.clone(), options.batch_size, cache)?;
+        Ok(Classifier { model, extractor })
     }
 
     pub fn model(&self) -> &ModelFile {
@@ -62,7 +58,7 @@ impl Classifier {
 
     /// Class names, indexed by class id.
     pub fn labels(&self) -> &[String] {
-        &self.model.meta().labels
+        &self.model.labels
     }
 
     /// Returns class probabilities for each input, in input order.
@@ -72,15 +68,16 @@ impl Classifier {
         on_done: &mut dyn FnMut(usize),
     ) -> Vec<Result<Vec<f32>, InputError>> {
         let features = self.extractor.extract(paths, on_done);
-        let dim = self.extractor.dim();
-        let good: Vec<f32> = features.iter().filter_map(|f| f.as_ref().ok()).flatten().copied().collect();
-        let count = good.len() / dim;
-        let probabilities = self.head.predict_proba(&good, count);
-        let classes = self.labels().len();
-        let mut rows = probabilities.chunks_exact(classes);
         features
             .into_iter()
-            .map(|feature| feature.map(|_| rows.next().expect("one row per good input").to_vec()))
+            .zip(paths)
+            .map(|(feature, path)| {
+                let feature = feature?;
+                self.model.head().predict_proba(&feature, 1).map_err(|err| InputError {
+                    path: path.clone(),
+                    message: format!("the classification head failed: {err:#}"),
+                })
+            })
             .collect()
     }
 }

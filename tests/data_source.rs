@@ -287,6 +287,10 @@ fn prediction_inputs_expand_in_order() {
     let list = write(dir.path(), "batch.csv", b"file,other\nz.jpg,1\na.jpg,2\n");
 
     let inputs = collect_inputs(&[single.clone(), root.clone(), list]).unwrap();
+    let names: Vec<&str> = inputs.iter().map(|input| input.name.as_str()).collect();
+    assert_eq!(names[names.len() - 2..], ["z.jpg", "a.jpg"], "label-file rows keep their names");
+    assert_eq!(names[0], single.display().to_string());
+    let inputs: Vec<PathBuf> = inputs.into_iter().map(|input| input.path).collect();
     let mut expected = vec![single];
     for name in [
         "Bananas, apples & pears/x.webp",

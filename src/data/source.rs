@@ -102,27 +102,47 @@ pub fn load(path: &Path, images_dir: Option<&Path>, require_labels: bool) -> Res
     Ok(dataset)
 }
 
+/// One prediction input: the name to report it under and the file to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Input {
+    /// The `file` field as written for label-file rows, else the path.
+    pub name: String,
+    pub path: PathBuf,
+}
+
 /// Expands prediction inputs into image paths. A folder gives every image
 /// below it, sorted, with hidden and non-image files left out. A `.tsv`,
-/// `.csv` or `.txt` file gives the paths in its `file` column in file order.
+/// `.csv` or `.txt` file gives the paths in its `file` column in file order,
+/// named as written there so that predictions line up with the label file.
 /// Any other file is taken as an image itself, so that a file which does
 /// not decode still gets a result.
-pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut paths = Vec::new();
+pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
+    let mut collected = Vec::new();
     for input in inputs {
         let metadata = std::fs::metadata(input)
             .with_context(|| format!("failed to read input {}", input.display()))?;
         if metadata.is_dir() {
+            let mut paths = Vec::new();
             let mut skipped = Vec::new();
             collect_images(input, &mut paths, &mut skipped)?;
+            collected.extend(paths.into_iter().map(|path| Input {
+                name: path.display().to_string(),
+                path,
+            }));
         } else if is_label_file(input) {
-            let samples = read_label_file(input, &parent_dir(input), false)?;
-            paths.extend(samples.into_iter().map(|sample| sample.path));
+            let rows = read_label_rows(input, &parent_dir(input), false)?;
+            collected.extend(rows.into_iter().map(|(name, sample)| Input {
+                name,
+                path: sample.path,
+            }));
         } else {
-            paths.push(input.clone());
+            collected.push(Input {
+                name: input.display().to_string(),
+                path: input.clone(),
+            });
         }
     }
-    Ok(paths)
+    Ok(collected)
 }
 
 /// Reports whether `path` is read as a label file (extension `.tsv`, `.csv` or
@@ -253,6 +273,12 @@ fn skip(path: PathBuf, reason: SkipReason) -> Skipped {
 /// Reads the `file` (and `label`) columns of a label file. Paths are joined
 /// onto `base`. Line numbers in errors count from 1 at the header.
 fn read_label_file(path: &Path, base: &Path, require_labels: bool) -> Result<Vec<Sample>> {
+    let rows = read_label_rows(path, base, require_labels)?;
+    Ok(rows.into_iter().map(|(_, sample)| sample).collect())
+}
+
+/// Reads a label file's rows as (the `file` field as written, sample).
+fn read_label_rows(path: &Path, base: &Path, require_labels: bool) -> Result<Vec<(String, Sample)>> {
     let delimiter = if lower_extension(path).as_deref() == Some("csv") {
         b','
     } else {
@@ -312,10 +338,11 @@ fn read_label_file(path: &Path, base: &Path, require_labels: bool) -> Result<Vec
             ),
             _ => None,
         };
-        samples.push(Sample {
+        let sample = Sample {
             path: base.join(file),
             label,
-        });
+        };
+        samples.push((file.to_string(), sample));
     }
     Ok(samples)
 }

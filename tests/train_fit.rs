@@ -244,3 +244,17 @@ fn invalid_inputs_are_rejected() {
         "{error:#}"
     );
 }
+
+#[test]
+fn feature_set_rejects_bad_matrices() {
+    let error = FeatureSet::new(vec![0.0; 5], vec![0, 1], 3).unwrap_err();
+    assert!(error.to_string().contains("5 values"), "{error}");
+    let error = FeatureSet::new(vec![0.0, 1.0, f32::NAN, 0.0], vec![0, 1], 2).unwrap_err();
+    assert!(error.to_string().contains("row 1"), "{error}");
+    assert!(FeatureSet::new(vec![], vec![], 0).is_err());
+
+    let set = FeatureSet::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![0, 1, 2], 2).unwrap();
+    let subset = set.subset(&[2, 0]);
+    assert_eq!(subset.features(), &[5.0, 6.0, 1.0, 2.0]);
+    assert_eq!(subset.labels(), &[2, 0]);
+}

@@ -277,9 +277,9 @@ fn batch_tensor(name: &str, dims: &[usize]) -> ValueInfo {
     }
 }
 
-/// Adds the weight and bias of convolution `conv` (bias-free in the
-/// checkpoint) with batch normalization `bn` folded in, as constants named
-/// `{name}.weight` and `{name}.bias`; returns those names.
+/// Adds the weight and bias of the bias-free convolution `conv` with batch
+/// normalization `bn` folded in. Returns the names of the two constants,
+/// `{name}.weight` and `{name}.bias`.
 fn folded_conv(
     graph: &mut GraphBuilder,
     weights: &Weights,

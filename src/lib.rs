@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod model_file;
 pub mod predict;
 pub mod train;
+pub mod workflow;

@@ -1,0 +1,171 @@
+//! `pantry train`: extract features, fit the head, save the model file.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use pantry::backbone::BackboneKind;
+use pantry::train::TrainConfig;
+use pantry::workflow::{self, LabelledFeatures, TrainSummary};
+
+
+use super::{BackboneArgs, Progress};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training data: a folder with one sub-folder per class, or a TSV/CSV
+    /// label file with `file` and `label` columns.
+    #[arg(value_name = "DATA")]
+    pub data: PathBuf,
+
+    /// Where to write the trained model file.
+    #[arg(long, short, value_name = "MODEL")]
+    pub output: PathBuf,
+
+    /// Pretrained backbone to extract features with.
+    #[arg(long, default_value = "efficientnet-lite0", value_parser = parse_backbone)]
+    pub backbone: BackboneKind,
+
+    /// Validation data, in the same forms as DATA. Without it a stratified
+    /// share of DATA is held out (see --val-fraction).
+    #[arg(long, value_name = "DATA", conflicts_with = "val_fraction")]
+    pub val: Option<PathBuf>,
+
+    /// Share of each class held out for validation when --val is not given.
+    #[arg(long, value_name = "F", default_value_t = 0.15)]
+    pub val_fraction: f64,
+
+    /// Folder that relative paths in label files are resolved against.
+    /// Default: the label file's own folder.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+
+    /// Maximum number of epochs; early stopping may end training sooner.
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+
+    /// Seed for the validation split, weight initialisation, shuffling and dropout.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Hidden layer widths of the head, comma separated; `none` for a linear head.
+    #[arg(long, value_name = "WIDTHS")]
+    pub hidden: Option<String>,
+
+    /// Dropout probability before each dense layer of the head.
+    #[arg(long, value_name = "P")]
+    pub dropout: Option<f64>,
+
+    /// Peak learning rate of AdamW.
+    #[arg(long, value_name = "LR")]
+    pub learning_rate: Option<f64>,
+
+    /// Label smoothing of the cross-entropy loss, in [0, 1).
+    #[arg(long, value_name = "EPS")]
+    pub label_smoothing: Option<f64>,
+
+    /// Epochs without a better validation macro-F1 before training stops.
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+
+    /// Weight the loss by inverse class frequency, for imbalanced data.
+    #[arg(long)]
+    pub class_weighting: bool,
+
+    #[command(flatten)]
+    pub backbone_args: BackboneArgs,
+}
+
+pub fn parse_backbone(name: &str) -> Result<BackboneKind> {
+    name.parse()
+}
+
+impl TrainArgs {
+    /// Applies the command-line overrides to the default training settings.
+    pub fn train_config(&self) -> Result<TrainConfig> {
+        let mut config = TrainConfig {
+            seed: self.seed,
+            class_weighting: self.class_weighting,
+            ..TrainConfig::default()
+        };
+        if let Some(epochs) = self.epochs {
+            if epochs == 0 {
+                bail!("--epochs must be at least 1");
+            }
+            config.epochs = epochs;
+        }
+        if let Some(hidden) = &self.hidden {
+            config.hidden = parse_hidden(hidden)?;
+        }
+        if let Some(dropout) = self.dropout {
+            config.dropout = dropout;
+        }
+        if let Some(rate) = self.learning_rate {
+            config.learning_rate = rate;
+        }
+        if let Some(smoothing) = self.label_smoothing {
+            config.label_smoothing = smoothing;
+        }
+        if let Some(patience) = self.patience {
+            config.patience = patience;
+        }
+        Ok(config)
+    }
+}
+
+fn parse_hidden(text: &str) -> Result<Vec<usize>> {
+    if text.trim() == "none" || text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|part| match part.trim().parse::<usize>() {
+            Ok(width) if width > 0 => Ok(width),
+            _ => bail!("invalid --hidden value {text:?}: expected widths such as 512 or 1024,256, or none"),
+        })
+        .collect()
+}
+
+pub fn run(args: TrainArgs, progress: &Progress) -> Result<u8> {
+    let config = args.train_config()?;
+    if !(0.0..1.0).contains(&args.val_fraction) {
+        bail!("--val-fraction must be in [0, 1), got {}", args.val_fraction);
+    }
+    let summary = train_model(&args, config, progress)?;
+    print_summary(&summary);
+    Ok(0)
+}
+
+/// Runs the whole training job; `demo` calls it too.
+pub fn train_model(args: &TrainArgs, mut config: TrainConfig, progress: &Progress) -> Result<TrainSummary> {
+    config.val_fraction = args.val_fraction;
+    let extractor = super::load_extractor(args.backbone, &args.backbone_args, progress)?;
+    let images = args.images.as_deref();
+    let train = super::labelled_features(&extractor, &args.data, images, "train", progress)?;
+    let val: Option<LabelledFeatures> = match &args.val {
+        Some(path) => Some(super::labelled_features(&extractor, path, images, "val", progress)?),
+        None => None,
+    };
+    let mut on_epoch = super::epoch_printer(progress);
+    let summary = workflow::train_and_save(&extractor, &train, val.as_ref(), &config, &args.output, &mut on_epoch)?;
+    for (label, count) in &summary.unknown_val_labels {
+        progress.warn(&format!(
+            "{count} validation images are labelled {label:?}, which the training data lacks; they were left out"
+        ));
+    }
+    Ok(summary)
+}
+
+pub fn print_summary(summary: &TrainSummary) {
+    let figure = |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+    println!(
+        "trained {} classes on {} images, validated on {}: best epoch {}, val accuracy {}, val macro-F1 {}",
+        summary.classes,
+        summary.train_count,
+        summary.val_count,
+        summary.best_epoch,
+        figure(summary.val_accuracy),
+        figure(summary.val_macro_f1)
+    );
+    println!("model written to {}", summary.model_path.display());
+}

@@ -1,0 +1,144 @@
+//! Depthwise `k`x`k` convolution with `SAME` padding on NHWC images, with the
+//! bias and activation fused into the output pass.
+
+use super::{for_row_chunks, same_padding, valid_taps, Activation, Exec, Isa};
+
+/// A depthwise convolution (one `kernel`x`kernel` filter per channel) with
+/// its bias, activation and weights laid out for the kernels.
+#[derive(Clone, Debug)]
+pub struct DepthwiseConv {
+    pub channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    /// Tap-major weights `[kernel * kernel, channels]`, so the filters of
+    /// neighbouring channels are contiguous like the NHWC input.
+    pub(super) weight: Vec<f32>,
+    pub(super) bias: Vec<f32>,
+    pub activation: Activation,
+}
+
+/// Geometry of one depthwise call: input size and the `SAME` padding.
+pub(super) struct Geometry<'a> {
+    pub input: &'a [f32],
+    pub height: usize,
+    pub width: usize,
+    pub out_width: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl DepthwiseConv {
+    /// Builds the convolution from PyTorch-layout weights `[channels, 1,
+    /// kernel, kernel]`.
+    pub fn from_pytorch(
+        channels: usize,
+        kernel: usize,
+        stride: usize,
+        weight: &[f32],
+        bias: Vec<f32>,
+        activation: Activation,
+    ) -> Self {
+        assert_eq!(weight.len(), channels * kernel * kernel, "weight length");
+        assert_eq!(bias.len(), channels, "bias length");
+        assert!(
+            kernel > 0 && stride > 0,
+            "kernel and stride must be positive"
+        );
+        let taps = kernel * kernel;
+        let mut tap_major = vec![0.0; weight.len()];
+        for c in 0..channels {
+            for tap in 0..taps {
+                tap_major[tap * channels + c] = weight[c * taps + tap];
+            }
+        }
+        DepthwiseConv {
+            channels,
+            kernel,
+            stride,
+            weight: tap_major,
+            bias,
+            activation,
+        }
+    }
+
+    /// Output `(height, width)` for an input of `height` x `width`.
+    pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
+        (
+            same_padding(height, self.kernel, self.stride).output,
+            same_padding(width, self.kernel, self.stride).output,
+        )
+    }
+
+    /// Convolves one `[height, width, channels]` image into `output`, which
+    /// must hold `[out_h, out_w, channels]` values.
+    pub fn forward(
+        &self,
+        exec: Exec,
+        input: &[f32],
+        height: usize,
+        width: usize,
+        output: &mut [f32],
+    ) {
+        let pad_y = same_padding(height, self.kernel, self.stride);
+        let pad_x = same_padding(width, self.kernel, self.stride);
+        assert_eq!(input.len(), height * width * self.channels, "input length");
+        assert_eq!(
+            output.len(),
+            pad_y.output * pad_x.output * self.channels,
+            "output length"
+        );
+        let geometry = Geometry {
+            input,
+            height,
+            width,
+            out_width: pad_x.output,
+            pad_top: pad_y.before,
+            pad_left: pad_x.before,
+        };
+        let row_len = pad_x.output * self.channels;
+        let isa = exec.isa;
+        assert!(isa.is_supported(), "{isa:?} kernels are not supported here");
+        for_row_chunks(output, row_len, exec.parallel, |first_row, chunk| {
+            for (index, out_row) in chunk.chunks_exact_mut(row_len).enumerate() {
+                let oy = first_row + index;
+                match isa {
+                    Isa::Portable => self.row_portable(&geometry, oy, out_row),
+                    // SAFETY: `is_supported` checked above that the CPU has AVX2
+                    // and FMA; the row function checks all slice lengths.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2Fma => unsafe {
+                        super::depthwise_avx2::row(self, &geometry, oy, out_row)
+                    },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    Isa::Avx2Fma => unreachable!("AVX2 kernels exist only on x86-64"),
+                }
+            }
+        });
+    }
+
+    /// Computes output row `oy` with plain loops over channels.
+    fn row_portable(&self, g: &Geometry<'_>, oy: usize, out_row: &mut [f32]) {
+        let (c, k, s) = (self.channels, self.kernel, self.stride);
+        let origin_y = (oy * s) as isize - g.pad_top as isize;
+        let (ky0, ky1) = valid_taps(origin_y, k, g.height);
+        for (ox, out) in out_row.chunks_exact_mut(c).enumerate() {
+            let origin_x = (ox * s) as isize - g.pad_left as isize;
+            let (kx0, kx1) = valid_taps(origin_x, k, g.width);
+            out.copy_from_slice(&self.bias);
+            for ky in ky0..ky1 {
+                let iy = (origin_y + ky as isize) as usize;
+                for kx in kx0..kx1 {
+                    let ix = (origin_x + kx as isize) as usize;
+                    let pixel = &g.input[(iy * g.width + ix) * c..][..c];
+                    let taps = &self.weight[(ky * k + kx) * c..][..c];
+                    for ((o, &x), &w) in out.iter_mut().zip(pixel).zip(taps) {
+                        *o += x * w;
+                    }
+                }
+            }
+            for o in out.iter_mut() {
+                *o = self.activation.apply(*o);
+            }
+        }
+    }
+}

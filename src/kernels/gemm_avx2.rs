@@ -1,0 +1,233 @@
+//! AVX2+FMA matrix product `C = A * B + bias (+ residual)`, clamped, for 1x1
+//! convolutions.
+//!
+//! `B` (the weights) is packed once at load time into panels of [`NR`]
+//! columns, `[panel][k][NR]`, zero-padded past `n`, so the micro-kernel reads
+//! it sequentially. The micro-kernel keeps an [`MR`]x[`NR`] tile of `C` in
+//! twelve registers and broadcasts `A` (the activations, row-major `[m, k]`)
+//! one value at a time. Blocking: [`MC`] rows of `A` by [`KC`] columns stay in
+//! L2 while a `KC`x`NR` slice of a `B` panel (16 KiB) stays in L1.
+
+use std::arch::x86_64::*;
+
+/// Columns of a `B` panel and of a micro-tile (two AVX vectors).
+pub(super) const NR: usize = 16;
+/// Rows of a micro-tile.
+const MR: usize = 6;
+/// Depth of one `k` block.
+const KC: usize = 256;
+/// Rows of `A` per block.
+const MC: usize = 96;
+
+/// Packs row-major `[k, n]` weights into zero-padded panels of `NR` columns.
+pub(super) fn pack_b(weight: &[f32], k: usize, n: usize) -> Vec<f32> {
+    assert_eq!(weight.len(), k * n, "weight length");
+    let panels = n.div_ceil(NR);
+    let mut packed = vec![0.0; panels * k * NR];
+    for panel in 0..panels {
+        for row in 0..k {
+            for j in 0..NR.min(n - panel * NR) {
+                packed[(panel * k + row) * NR + j] = weight[row * n + panel * NR + j];
+            }
+        }
+    }
+    packed
+}
+
+/// Operands of one product; slices are checked by [`gemm`].
+pub(super) struct Operands<'a> {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// Row-major `[m, k]`.
+    pub a: &'a [f32],
+    /// Output of [`pack_b`] for `[k, n]` weights.
+    pub packed_b: &'a [f32],
+    /// `n` rounded up to a multiple of `NR`, zero-padded.
+    pub bias: &'a [f32],
+    /// Row-major `[m, n]`, added before clamping.
+    pub residual: Option<&'a [f32]>,
+    /// Clamp bounds applied last.
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// Computes `c = clamp(a * b + bias + residual, lo, hi)` into row-major
+/// `[m, n]` `c`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
+    let Operands { m, k, n, .. } = *ops;
+    let panels = n.div_ceil(NR);
+    assert_eq!(ops.a.len(), m * k, "A length");
+    assert_eq!(ops.packed_b.len(), panels * k * NR, "packed B length");
+    assert_eq!(ops.bias.len(), panels * NR, "bias length");
+    assert_eq!(c.len(), m * n, "C length");
+    if let Some(residual) = ops.residual {
+        assert_eq!(residual.len(), m * n, "residual length");
+    }
+    assert!(k > 0, "empty inner dimension");
+    let residual = ops.residual.map(|r| r.as_ptr());
+    let tile_args = TileArgs {
+        lda: k,
+        ldc: n,
+        lo: _mm256_set1_ps(ops.lo),
+        hi: _mm256_set1_ps(ops.hi),
+    };
+    for m0 in (0..m).step_by(MC) {
+        let rows = MC.min(m - m0);
+        for k0 in (0..k).step_by(KC) {
+            let depth = KC.min(k - k0);
+            let phase = Phase {
+                first: k0 == 0,
+                last: k0 + depth == k,
+            };
+            for panel in 0..panels {
+                let cols = NR.min(n - panel * NR);
+                let b = ops.packed_b.as_ptr().add((panel * k + k0) * NR);
+                let bias = ops.bias.as_ptr().add(panel * NR);
+                let mut r = 0;
+                while r < rows {
+                    let row = m0 + r;
+                    let a = ops.a.as_ptr().add(row * k + k0);
+                    let offset = row * n + panel * NR;
+                    let ptrs = TilePtrs {
+                        a,
+                        b,
+                        bias,
+                        c: c.as_mut_ptr().add(offset),
+                        residual: residual.map(|p| p.add(offset)),
+                    };
+                    let height = MR.min(rows - r);
+                    match height {
+                        6 => tile::<6>(&tile_args, &ptrs, depth, cols, phase),
+                        5 => tile::<5>(&tile_args, &ptrs, depth, cols, phase),
+                        4 => tile::<4>(&tile_args, &ptrs, depth, cols, phase),
+                        3 => tile::<3>(&tile_args, &ptrs, depth, cols, phase),
+                        2 => tile::<2>(&tile_args, &ptrs, depth, cols, phase),
+                        _ => tile::<1>(&tile_args, &ptrs, depth, cols, phase),
+                    }
+                    r += height;
+                }
+            }
+        }
+    }
+}
+
+/// Whether a `k` block is the first (start from the bias) and the last
+/// (apply residual and clamp) of the product.
+#[derive(Clone, Copy)]
+struct Phase {
+    first: bool,
+    last: bool,
+}
+
+struct TileArgs {
+    lda: usize,
+    ldc: usize,
+    lo: __m256,
+    hi: __m256,
+}
+
+struct TilePtrs {
+    a: *const f32,
+    b: *const f32,
+    bias: *const f32,
+    c: *mut f32,
+    residual: Option<*const f32>,
+}
+
+/// Computes an `R`x`NR` tile over `depth` values of `k`. Only the first
+/// `cols` columns of `C` and the residual are touched: the second vector's
+/// pointer may lie past the row (hence `wrapping_add`), but its masked-off
+/// lanes are never accessed.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile<const R: usize>(
+    args: &TileArgs,
+    ptrs: &TilePtrs,
+    depth: usize,
+    cols: usize,
+    phase: Phase,
+) {
+    let masks = column_masks(cols);
+    let full = cols == NR;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    if phase.first {
+        let bias = [
+            _mm256_loadu_ps(ptrs.bias),
+            _mm256_loadu_ps(ptrs.bias.add(8)),
+        ];
+        acc = [bias; R];
+    } else {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let c = ptrs.c.add(r * args.ldc);
+            row[0] = load(c, masks[0], full);
+            row[1] = load(c.wrapping_add(8), masks[1], full);
+        }
+    }
+
+    let mut a = ptrs.a;
+    let mut b = ptrs.b;
+    for _ in 0..depth {
+        let b0 = _mm256_loadu_ps(b);
+        let b1 = _mm256_loadu_ps(b.add(8));
+        for (r, row) in acc.iter_mut().enumerate() {
+            let x = _mm256_broadcast_ss(&*a.add(r * args.lda));
+            row[0] = _mm256_fmadd_ps(x, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+        }
+        a = a.add(1);
+        b = b.add(NR);
+    }
+
+    for (r, row) in acc.iter_mut().enumerate() {
+        let c = ptrs.c.add(r * args.ldc);
+        if phase.last {
+            if let Some(residual) = ptrs.residual {
+                let res = residual.add(r * args.ldc);
+                row[0] = _mm256_add_ps(row[0], load(res, masks[0], full));
+                row[1] = _mm256_add_ps(row[1], load(res.wrapping_add(8), masks[1], full));
+            }
+            row[0] = _mm256_min_ps(_mm256_max_ps(row[0], args.lo), args.hi);
+            row[1] = _mm256_min_ps(_mm256_max_ps(row[1], args.lo), args.hi);
+        }
+        store(c, row[0], masks[0], full);
+        store(c.wrapping_add(8), row[1], masks[1], full);
+    }
+}
+
+/// Lane masks selecting the first `cols` of `NR` columns, per vector.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn column_masks(cols: usize) -> [__m256i; 2] {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let first = _mm256_set1_epi32(cols.min(8) as i32);
+    let second = _mm256_set1_epi32(cols.saturating_sub(8) as i32);
+    [
+        _mm256_cmpgt_epi32(first, lanes),
+        _mm256_cmpgt_epi32(second, lanes),
+    ]
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load(ptr: *const f32, mask: __m256i, full: bool) -> __m256 {
+    if full {
+        _mm256_loadu_ps(ptr)
+    } else {
+        _mm256_maskload_ps(ptr, mask)
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store(ptr: *mut f32, value: __m256, mask: __m256i, full: bool) {
+    if full {
+        _mm256_storeu_ps(ptr, value)
+    } else {
+        _mm256_maskstore_ps(ptr, mask, value)
+    }
+}

@@ -29,15 +29,6 @@ case "${1:-}" in
     *) echo "usage: bench/run.sh [--ort-only]" >&2; exit 2 ;;
 esac
 
-# NOTE: the pantry-side programs live in bench/pending/ until pantry's
-# network (backbone::efficientnet) and decoder (data::image) are on this
-# branch; then they move to examples/.
-if [ "$ort_only" = 0 ] && [ ! -f examples/bench_backbone.rs ]; then
-    echo "examples/bench_backbone.rs is missing: move bench/pending/*.rs to examples/ once" \
-        "pantry's network and decoder are merged, or run with --ort-only" >&2
-    exit 2
-fi
-
 threads="${PANTRY_BENCH_THREADS:-2}"
 rounds="${PANTRY_BENCH_ROUNDS:-5}"
 iters="${PANTRY_BENCH_ITERS:-2}"

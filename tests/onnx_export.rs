@@ -1,6 +1,6 @@
 //! Runs exported ONNX models in ONNX Runtime and compares their outputs with
-//! the reference logits of the PyTorch checkpoints and with a plain Rust
-//! evaluation of the head.
+//! the reference logits of the PyTorch checkpoints, with pantry's own
+//! network, and with a plain Rust evaluation of the head.
 //!
 //! Needs the pretrained weights in pantry's cache, and for the ONNX Runtime
 //! checks `PANTRY_ONNX_PYTHON`, a Python executable with the onnxruntime and
@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pantry::backbone::efficientnet::EfficientNet;
 use pantry::backbone::{load_safetensors, BackboneKind, Weights};
 use pantry::cache::cache_root;
 use pantry::export::onnx::{backbone_to_onnx, DenseLayer, OnnxHead, Standardization};
@@ -226,6 +227,35 @@ fn onnx_matches_reference_logits() {
                 image.image
             );
         }
+    }
+}
+
+#[test]
+fn onnx_matches_pantry_network() {
+    let Some(python) = onnx_python() else { return };
+    for kind in [BackboneKind::Lite0, BackboneKind::Lite2] {
+        let Some(weights) = cached_weights(kind) else {
+            continue;
+        };
+        let network = EfficientNet::from_weights(kind, &weights).expect("pantry network");
+        let model = backbone_to_onnx(kind, &weights, Some(&fc_head(&weights))).expect("export");
+
+        let (n, side) = (2, kind.resolution() as usize);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let input: Vec<f32> = (0..n * side * side * 3)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let outputs = run_onnx_runtime(&python, &model, &input, &[n, side, side, 3]);
+
+        let features = network.features(&input, n).expect("pantry features");
+        let diff = max_abs_diff(&features, &outputs["features"].1);
+        assert!(diff <= 1e-4, "{kind}: features differ by up to {diff}");
+        let logits = network.logits(&input, n).expect("pantry logits");
+        let diff = max_abs_diff(&logits, &outputs["logits"].1);
+        assert!(
+            diff <= LOGIT_TOLERANCE,
+            "{kind}: logits differ by up to {diff}"
+        );
     }
 }
 

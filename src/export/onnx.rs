@@ -22,6 +22,8 @@ use super::graph::{ConvSpec, GraphBuilder};
 use super::layout::{self, same_padding};
 use super::proto::{AttributeValue, Dim, Model, ValueInfo, DATA_TYPE_FLOAT};
 use crate::backbone::{BackboneKind, WeightTensor, Weights};
+use crate::train::head::{bias_name, weight_name, INPUT_MEAN, INPUT_STD};
+use crate::train::TrainedHead;
 
 /// ONNX IR version written to the model.
 pub const IR_VERSION: i64 = 8;
@@ -84,33 +86,41 @@ pub struct OnnxHead {
 }
 
 impl OnnxHead {
-    /// Builds a head from tensors named as pantry's trained heads store
+    /// Builds the head of a trained classifier.
+    pub fn from_trained(head: &TrainedHead) -> Result<Self> {
+        Self::from_named_tensors(&head.tensors)
+    }
+
+    /// Builds a head from tensors named as [`crate::train::head`] stores
     /// them: optional `input.mean` and `input.std`, then `dense.{i}.weight`
-    /// (`[out, in]`) and `dense.{i}.bias` for i = 0, 1, ...; every layer but
+    /// (`[out, in]`) and `dense.{i}.bias` for i = 0, 1, ... Every layer but
     /// the last is followed by ReLU.
     pub fn from_named_tensors(tensors: &BTreeMap<String, WeightTensor>) -> Result<Self> {
-        let standardization = match (tensors.get("input.mean"), tensors.get("input.std")) {
+        let standardization = match (tensors.get(INPUT_MEAN), tensors.get(INPUT_STD)) {
             (Some(mean), Some(std)) => Some(Standardization {
                 mean: mean.data.clone(),
                 std: std.data.clone(),
             }),
             (None, None) => None,
-            _ => bail!("head has only one of input.mean and input.std"),
+            _ => bail!("head has only one of {INPUT_MEAN} and {INPUT_STD}"),
         };
         let count = (0..)
-            .take_while(|i| tensors.contains_key(&format!("dense.{i}.weight")))
+            .take_while(|&i| tensors.contains_key(&weight_name(i)))
             .count();
         if count == 0 {
-            bail!("head has no dense layers (tensor dense.0.weight is missing)");
+            bail!(
+                "head has no dense layers (tensor {} is missing)",
+                weight_name(0)
+            );
         }
         let mut layers = Vec::with_capacity(count);
         for i in 0..count {
-            let weight = &tensors[&format!("dense.{i}.weight")];
+            let weight = &tensors[&weight_name(i)];
             let bias = tensors
-                .get(&format!("dense.{i}.bias"))
-                .with_context(|| format!("head tensor dense.{i}.bias is missing"))?;
+                .get(&bias_name(i))
+                .with_context(|| format!("head tensor {} is missing", bias_name(i)))?;
             let layer = DenseLayer::from_tensors(weight, bias, i + 1 < count)
-                .with_context(|| format!("head layer dense.{i}"))?;
+                .with_context(|| format!("head layer {}", weight_name(i)))?;
             layers.push(layer);
         }
         Ok(OnnxHead {

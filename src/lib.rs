@@ -11,6 +11,7 @@
 pub mod backbone;
 pub mod cache;
 pub mod data;
+pub mod export;
 pub mod features;
 pub mod kernels;
 pub mod metrics;

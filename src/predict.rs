@@ -44,11 +44,21 @@ impl Classifier {
             );
         }
         let cache = if options.use_cache {
-            Some(FeatureCache::open(model.backbone, &resolved.sha256, &model.preprocess)?)
+            Some(FeatureCache::open(
+                model.backbone,
+                &resolved.sha256,
+                &model.preprocess,
+            )?)
         } else {
             None
         };
-        let extractor = Extractor::new(&resolved, &weights, model.preprocess.clone(), options.batch_size, cache)?;
+        let extractor = Extractor::new(
+            &resolved,
+            &weights,
+            model.preprocess.clone(),
+            options.batch_size,
+            cache,
+        )?;
         Ok(Classifier { model, extractor })
     }
 
@@ -73,10 +83,13 @@ impl Classifier {
             .zip(paths)
             .map(|(feature, path)| {
                 let feature = feature?;
-                self.model.head().predict_proba(&feature, 1).map_err(|err| InputError {
-                    path: path.clone(),
-                    message: format!("the classification head failed: {err:#}"),
-                })
+                self.model
+                    .head()
+                    .predict_proba(&feature, 1)
+                    .map_err(|err| InputError {
+                        path: path.clone(),
+                        message: format!("the classification head failed: {err:#}"),
+                    })
             })
             .collect()
     }
@@ -102,19 +115,29 @@ pub struct PredictionRow {
 /// when `top_k` > 1 (`label_2`, `score_2`, ...), and `error`, which is empty
 /// for images that were classified and gives the cause for those that were
 /// not (their label is empty). Fields are quoted where the format needs it.
-pub fn write_tsv<W: Write>(writer: W, rows: &[PredictionRow], labels: &[String], top_k: usize) -> Result<()> {
+pub fn write_tsv<W: Write>(
+    writer: W,
+    rows: &[PredictionRow],
+    labels: &[String],
+    top_k: usize,
+) -> Result<()> {
     let top_k = top_k.max(1);
     let mut out = csv::WriterBuilder::new()
         .delimiter(b'\t')
         .quote_style(csv::QuoteStyle::Necessary)
         .from_writer(writer);
-    let mut header = vec!["file".to_string(), "label".to_string(), "confidence".to_string()];
+    let mut header = vec![
+        "file".to_string(),
+        "label".to_string(),
+        "confidence".to_string(),
+    ];
     for rank in 2..=top_k {
         header.push(format!("label_{rank}"));
         header.push(format!("score_{rank}"));
     }
     header.push("error".to_string());
-    out.write_record(&header).context("failed to write the predictions header")?;
+    out.write_record(&header)
+        .context("failed to write the predictions header")?;
 
     for row in rows {
         let mut record = vec![row.file.clone()];
@@ -140,7 +163,8 @@ pub fn write_tsv<W: Write>(writer: W, rows: &[PredictionRow], labels: &[String],
                 record.push(message.replace(['\n', '\r', '\t'], " "));
             }
         }
-        out.write_record(&record).context("failed to write a prediction row")?;
+        out.write_record(&record)
+            .context("failed to write a prediction row")?;
     }
     out.flush().context("failed to write the predictions")?;
     Ok(())

@@ -58,7 +58,9 @@ pub fn labelled_features(
         match result {
             Ok(features) => {
                 labelled.features.extend_from_slice(&features);
-                labelled.labels.push(sample.label.expect("labels are required"));
+                labelled
+                    .labels
+                    .push(sample.label.expect("labels are required"));
             }
             Err(err) => labelled.failures.push(err),
         }
@@ -100,8 +102,16 @@ pub fn train_and_save(
     let mut labels: Vec<String> = train.labels.clone();
     labels.sort();
     labels.dedup();
-    let class_of = |label: &str| labels.binary_search_by(|probe| probe.as_str().cmp(label)).ok();
-    let train_ids: Vec<usize> = train.labels.iter().map(|l| class_of(l).expect("a training label")).collect();
+    let class_of = |label: &str| {
+        labels
+            .binary_search_by(|probe| probe.as_str().cmp(label))
+            .ok()
+    };
+    let train_ids: Vec<usize> = train
+        .labels
+        .iter()
+        .map(|l| class_of(l).expect("a training label"))
+        .collect();
     let all = FeatureSet::new(train.features.clone(), train_ids, train.dim)?;
 
     let mut unknown_val_labels = BTreeMap::new();
@@ -113,7 +123,8 @@ pub fn train_and_save(
                 match class_of(label) {
                     Some(id) => {
                         ids.push(id);
-                        features.extend_from_slice(&val.features[row * val.dim..(row + 1) * val.dim]);
+                        features
+                            .extend_from_slice(&val.features[row * val.dim..(row + 1) * val.dim]);
                     }
                     None => *unknown_val_labels.entry(label.clone()).or_insert(0) += 1,
                 }
@@ -121,7 +132,8 @@ pub fn train_and_save(
             (all, FeatureSet::new(features, ids, val.dim)?)
         }
         None => {
-            let (train_idx, val_idx) = split_stratified(all.labels(), config.val_fraction, config.seed);
+            let (train_idx, val_idx) =
+                split_stratified(all.labels(), config.val_fraction, config.seed);
             (all.subset(&train_idx), all.subset(&val_idx))
         }
     };
@@ -202,7 +214,11 @@ pub fn evaluate(
         rows.push(row);
     }
     if truth.is_empty() {
-        bail!("none of the {} images in {} could be decoded", paths.len(), data.display());
+        bail!(
+            "none of the {} images in {} could be decoded",
+            paths.len(),
+            data.display()
+        );
     }
     for row in rows {
         scores.extend_from_slice(row);

@@ -10,7 +10,9 @@ fn grocery_dir() -> Option<PathBuf> {
     match std::env::var_os("PANTRY_GROCERY_DIR") {
         Some(dir) => Some(PathBuf::from(dir)),
         None => {
-            eprintln!("skipped: PANTRY_GROCERY_DIR is not set (needs the Grocery Store dataset folder)");
+            eprintln!(
+                "skipped: PANTRY_GROCERY_DIR is not set (needs the Grocery Store dataset folder)"
+            );
             None
         }
     }
@@ -22,13 +24,20 @@ fn pantry(args: &[&str]) -> Output {
         .arg("--quiet")
         .output()
         .expect("the pantry binary runs");
-    eprintln!("pantry {}\nstderr:\n{}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+    eprintln!(
+        "pantry {}\nstderr:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
 /// Rows of a label file after the header, as (file, label).
 fn read_rows(path: &Path) -> Vec<(String, String)> {
-    let mut reader = csv::ReaderBuilder::new().delimiter(b'\t').from_path(path).unwrap();
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .from_path(path)
+        .unwrap();
     reader
         .records()
         .map(|record| {
@@ -39,7 +48,12 @@ fn read_rows(path: &Path) -> Vec<(String, String)> {
 }
 
 /// Writes a TSV with the first `per_class` rows of each of `classes` classes.
-fn write_subset(rows: &[(String, String)], classes: usize, per_class: usize, path: &Path) -> Vec<String> {
+fn write_subset(
+    rows: &[(String, String)],
+    classes: usize,
+    per_class: usize,
+    path: &Path,
+) -> Vec<String> {
     let mut labels: Vec<String> = Vec::new();
     let mut text = String::from("file\tlabel\n");
     let mut counts = std::collections::HashMap::new();
@@ -85,14 +99,31 @@ fn train_eval_predict_on_grocery_subset() {
     assert!(output.status.success(), "train failed");
     assert!(model.is_file(), "train wrote no model file");
 
-    let output = pantry(&["eval", model.to_str().unwrap(), train_tsv.to_str().unwrap(), "--images", grocery_str, "--json"]);
+    let output = pantry(&[
+        "eval",
+        model.to_str().unwrap(),
+        train_tsv.to_str().unwrap(),
+        "--images",
+        grocery_str,
+        "--json",
+    ]);
     assert!(output.status.success(), "eval failed");
-    let report: Value = serde_json::from_slice(&output.stdout).expect("eval --json prints one JSON object");
-    for key in ["accuracy", "macro_f1", "top5_accuracy", "per_class", "confusion"] {
+    let report: Value =
+        serde_json::from_slice(&output.stdout).expect("eval --json prints one JSON object");
+    for key in [
+        "accuracy",
+        "macro_f1",
+        "top5_accuracy",
+        "per_class",
+        "confusion",
+    ] {
         assert!(report.get(key).is_some(), "eval --json lacks the key {key}");
     }
     let accuracy = report["accuracy"].as_f64().unwrap();
-    assert!(accuracy > 0.8, "accuracy on the training photos is only {accuracy}");
+    assert!(
+        accuracy > 0.8,
+        "accuracy on the training photos is only {accuracy}"
+    );
 
     // Predict on good photos with a broken one in the middle.
     let broken = work.path().join("broken.jpg");
@@ -111,21 +142,45 @@ fn train_eval_predict_on_grocery_subset() {
         "--top-k",
         "2",
     ]);
-    assert_eq!(output.status.code(), Some(3), "predict with a broken input exits with code 3");
-    let mut reader = csv::ReaderBuilder::new().delimiter(b'\t').from_path(&predictions).unwrap();
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
-    assert_eq!(header, ["file", "label", "confidence", "label_2", "score_2", "error"]);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "predict with a broken input exits with code 3"
+    );
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(b'\t')
+        .from_path(&predictions)
+        .unwrap();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        header,
+        ["file", "label", "confidence", "label_2", "score_2", "error"]
+    );
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(records.len(), 3, "one row per input");
     assert_eq!(&records[0][0], first.to_str().unwrap());
     assert_eq!(&records[1][0], broken.to_str().unwrap());
     assert_eq!(&records[2][0], second.to_str().unwrap());
-    assert!(labels.contains(&records[0][1].to_string()), "first row has a known label");
+    assert!(
+        labels.contains(&records[0][1].to_string()),
+        "first row has a known label"
+    );
     assert_eq!(&records[1][1], "", "the broken image gets an empty label");
-    assert!(!records[1][5].is_empty(), "the broken image gets an error message");
+    assert!(
+        !records[1][5].is_empty(),
+        "the broken image gets an error message"
+    );
     assert_eq!(&records[0][5], "", "good images have no error");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("broken.jpg"), "stderr names the broken file");
+    assert!(
+        stderr.contains("broken.jpg"),
+        "stderr names the broken file"
+    );
 }
 
 /// The accuracy floor: Lite0 features with the default head reach
@@ -138,9 +193,21 @@ fn grocery_val_accuracy_floor() {
     let model = work.path().join("grocery.safetensors");
     let train = grocery.join("train.tsv");
     let val = grocery.join("val.tsv");
-    let output = pantry(&["train", train.to_str().unwrap(), "--output", model.to_str().unwrap(), "--seed", "0"]);
+    let output = pantry(&[
+        "train",
+        train.to_str().unwrap(),
+        "--output",
+        model.to_str().unwrap(),
+        "--seed",
+        "0",
+    ]);
     assert!(output.status.success(), "train failed");
-    let output = pantry(&["eval", model.to_str().unwrap(), val.to_str().unwrap(), "--json"]);
+    let output = pantry(&[
+        "eval",
+        model.to_str().unwrap(),
+        val.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(output.status.success(), "eval failed");
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     let accuracy = report["accuracy"].as_f64().unwrap();

@@ -288,7 +288,11 @@ fn prediction_inputs_expand_in_order() {
 
     let inputs = collect_inputs(&[single.clone(), root.clone(), list]).unwrap();
     let names: Vec<&str> = inputs.iter().map(|input| input.name.as_str()).collect();
-    assert_eq!(names[names.len() - 2..], ["z.jpg", "a.jpg"], "label-file rows keep their names");
+    assert_eq!(
+        names[names.len() - 2..],
+        ["z.jpg", "a.jpg"],
+        "label-file rows keep their names"
+    );
     assert_eq!(names[0], single.display().to_string());
     let inputs: Vec<PathBuf> = inputs.into_iter().map(|input| input.path).collect();
     let mut expected = vec![single];

@@ -58,10 +58,16 @@ pub fn run(args: DemoArgs, progress: &Progress) -> Result<u8> {
         Some(dir) => dir.clone(),
         None => download_dataset(progress)?,
     };
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("failed to create the output folder {}", args.output.display()))?;
+    std::fs::create_dir_all(&args.output).with_context(|| {
+        format!(
+            "failed to create the output folder {}",
+            args.output.display()
+        )
+    })?;
     let splits = find_splits(&data_dir, &args.output)?;
-    let model_path = args.output.join(format!("grocery-{}.safetensors", args.backbone.name()));
+    let model_path = args
+        .output
+        .join(format!("grocery-{}.safetensors", args.backbone.name()));
 
     let train_args = TrainArgs {
         data: splits.train.clone(),
@@ -86,7 +92,10 @@ pub fn run(args: DemoArgs, progress: &Progress) -> Result<u8> {
         splits.train.display(),
         splits.val.display()
     ));
-    let config = TrainConfig { seed: args.seed, ..TrainConfig::default() };
+    let config = TrainConfig {
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
     let summary = train_model(&train_args, config, progress)?;
     print_summary(&summary);
 
@@ -123,7 +132,11 @@ fn find_splits(dir: &Path, work_dir: &Path) -> Result<GrocerySplits> {
             let val = work_dir.join("grocery-val.tsv");
             convert_split(&candidate.join("train.txt"), &names, &train)?;
             convert_split(&candidate.join("val.txt"), &names, &val)?;
-            return Ok(GrocerySplits { train, val, images: candidate });
+            return Ok(GrocerySplits {
+                train,
+                val,
+                images: candidate,
+            });
         }
     }
     bail!(
@@ -139,19 +152,32 @@ fn class_names(path: &Path) -> Result<Vec<String>> {
         .with_context(|| format!("failed to read {}", path.display()))?;
     let mut names: Vec<(usize, String)> = Vec::new();
     for (row, record) in reader.records().enumerate() {
-        let record = record.with_context(|| format!("{}: invalid CSV row {}", path.display(), row + 2))?;
+        let record =
+            record.with_context(|| format!("{}: invalid CSV row {}", path.display(), row + 2))?;
         let (Some(name), Some(id)) = (record.get(0), record.get(1)) else {
-            bail!("{}: row {} has fewer than two columns", path.display(), row + 2);
+            bail!(
+                "{}: row {} has fewer than two columns",
+                path.display(),
+                row + 2
+            );
         };
         let id: usize = id.trim().parse().with_context(|| {
-            format!("{}: row {} has an invalid class id {id:?}", path.display(), row + 2)
+            format!(
+                "{}: row {} has an invalid class id {id:?}",
+                path.display(),
+                row + 2
+            )
         })?;
         names.push((id, name.trim().to_string()));
     }
     names.sort();
     for (expected, (id, _)) in names.iter().enumerate() {
         if *id != expected {
-            bail!("{}: class ids are not 0..{} without gaps", path.display(), names.len());
+            bail!(
+                "{}: class ids are not 0..{} without gaps",
+                path.display(),
+                names.len()
+            );
         }
     }
     Ok(names.into_iter().map(|(_, name)| name).collect())
@@ -159,8 +185,11 @@ fn class_names(path: &Path) -> Result<Vec<String>> {
 
 /// Rewrites a `path, fine_id, coarse_id` split file as a `file<TAB>label` TSV.
 fn convert_split(path: &Path, names: &[String], output: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
-    let mut writer = csv::WriterBuilder::new().delimiter(b'\t').from_writer(Vec::new());
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(b'\t')
+        .from_writer(Vec::new());
     writer.write_record(["file", "label"])?;
     for (line_index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -168,16 +197,28 @@ fn convert_split(path: &Path, names: &[String], output: &Path) -> Result<()> {
         }
         let mut fields = line.split(',').map(str::trim);
         let (Some(file), Some(id)) = (fields.next(), fields.next()) else {
-            bail!("{}:{}: expected `path, class id, coarse id`", path.display(), line_index + 1);
+            bail!(
+                "{}:{}: expected `path, class id, coarse id`",
+                path.display(),
+                line_index + 1
+            );
         };
         let label = id
             .parse::<usize>()
             .ok()
             .and_then(|id| names.get(id))
-            .with_context(|| format!("{}:{}: unknown class id {id:?}", path.display(), line_index + 1))?;
+            .with_context(|| {
+                format!(
+                    "{}:{}: unknown class id {id:?}",
+                    path.display(),
+                    line_index + 1
+                )
+            })?;
         writer.write_record([file, label.as_str()])?;
     }
-    let bytes = writer.into_inner().context("failed to encode the label file")?;
+    let bytes = writer
+        .into_inner()
+        .context("failed to encode the label file")?;
     pantry::cache::write_atomic(output, &bytes)
 }
 
@@ -192,7 +233,9 @@ fn download_dataset(progress: &Progress) -> Result<PathBuf> {
         "provide the dataset with --data DIR or {GROCERY_DIR_ENV}=DIR, \
          for example after `git clone --depth 1 {GROCERY_REPOSITORY}` (use its dataset/ folder)"
     );
-    progress.status(&format!("downloading the Grocery Store dataset from {GROCERY_REPOSITORY}"));
+    progress.status(&format!(
+        "downloading the Grocery Store dataset from {GROCERY_REPOSITORY}"
+    ));
     let partial = target.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
     if let Some(parent) = target.parent() {
@@ -205,8 +248,12 @@ fn download_dataset(progress: &Progress) -> Result<PathBuf> {
         .status();
     match status {
         Ok(status) if status.success() => {}
-        Ok(status) => bail!("failed to download the Grocery Store dataset (git exited with {status}); {how_to}"),
-        Err(err) => bail!("failed to run git to download the Grocery Store dataset ({err}); {how_to}"),
+        Ok(status) => bail!(
+            "failed to download the Grocery Store dataset (git exited with {status}); {how_to}"
+        ),
+        Err(err) => {
+            bail!("failed to run git to download the Grocery Store dataset ({err}); {how_to}")
+        }
     }
     std::fs::rename(&partial, &target)
         .with_context(|| format!("failed to move the dataset into {}", target.display()))?;

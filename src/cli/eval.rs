@@ -42,13 +42,25 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs, progress: &Progress) -> Result<u8> {
-    let evaluation = run_evaluation(&args.model, &args.data, args.images.as_deref(), &args.backbone_args, progress)?;
+    let evaluation = run_evaluation(
+        &args.model,
+        &args.data,
+        args.images.as_deref(),
+        &args.backbone_args,
+        progress,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&evaluation.report)?);
     } else {
         print_report(&evaluation.report);
     }
-    finish(&args.model, &evaluation, args.predictions.as_deref(), None, progress)
+    finish(
+        &args.model,
+        &evaluation,
+        args.predictions.as_deref(),
+        None,
+        progress,
+    )
 }
 
 /// Evaluates and writes the optional predictions and metrics files; `demo`
@@ -101,7 +113,11 @@ fn finish(
     metrics: Option<&Path>,
     progress: &Progress,
 ) -> Result<u8> {
-    let failures: Vec<_> = evaluation.outcomes.iter().filter_map(|(_, o)| o.as_ref().err()).collect();
+    let failures: Vec<_> = evaluation
+        .outcomes
+        .iter()
+        .filter_map(|(_, o)| o.as_ref().err())
+        .collect();
     let skipped: Vec<_> = evaluation.skipped.clone();
     super::report_skipped_and_failed(&skipped, &[], progress);
     for failure in &failures {
@@ -144,7 +160,13 @@ fn print_report(report: &EvalReport) {
     println!("macro-F1        {:.4}", report.macro_f1);
     println!("top-5 accuracy  {:.4}", report.top5_accuracy);
     println!();
-    let width = report.per_class.iter().map(|c| c.label.chars().count()).max().unwrap_or(5).max(5);
+    let width = report
+        .per_class
+        .iter()
+        .map(|c| c.label.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     println!("{:<width$}  precision  recall      f1  support", "class");
     for class in report.per_class.iter().filter(|c| c.support > 0) {
         println!(

@@ -56,7 +56,10 @@ pub fn run(args: PredictArgs, progress: &Progress) -> Result<u8> {
                 progress.warn(&err.to_string());
                 err.message
             });
-            PredictionRow { file: input.name.clone(), outcome }
+            PredictionRow {
+                file: input.name.clone(),
+                outcome,
+            }
         })
         .collect();
 
@@ -66,17 +69,28 @@ pub fn run(args: PredictArgs, progress: &Progress) -> Result<u8> {
     } else {
         let mut bytes = Vec::new();
         write_tsv(&mut bytes, &rows, labels, args.top_k)?;
-        pantry::cache::write_atomic(&args.output, &bytes)
-            .with_context(|| format!("failed to write the predictions to {}", args.output.display()))?;
+        pantry::cache::write_atomic(&args.output, &bytes).with_context(|| {
+            format!(
+                "failed to write the predictions to {}",
+                args.output.display()
+            )
+        })?;
     }
     progress.status(&format!(
         "predicted {} of {} inputs{}",
         rows.len() - failed,
         rows.len(),
-        if args.output.as_os_str() == "-" { String::new() } else { format!("; written to {}", args.output.display()) }
+        if args.output.as_os_str() == "-" {
+            String::new()
+        } else {
+            format!("; written to {}", args.output.display())
+        }
     ));
     if failed > 0 {
-        eprintln!("error: {failed} of {} inputs could not be classified (see the error column)", rows.len());
+        eprintln!(
+            "error: {failed} of {} inputs could not be classified (see the error column)",
+            rows.len()
+        );
         return Ok(EXIT_SOME_INPUTS_FAILED);
     }
     Ok(0)

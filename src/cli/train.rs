@@ -9,7 +9,6 @@ use pantry::backbone::BackboneKind;
 use pantry::train::TrainConfig;
 use pantry::workflow::{self, LabelledFeatures, TrainSummary};
 
-
 use super::{BackboneArgs, Progress};
 
 #[derive(Debug, Args)]
@@ -121,7 +120,9 @@ fn parse_hidden(text: &str) -> Result<Vec<usize>> {
     text.split(',')
         .map(|part| match part.trim().parse::<usize>() {
             Ok(width) if width > 0 => Ok(width),
-            _ => bail!("invalid --hidden value {text:?}: expected widths such as 512 or 1024,256, or none"),
+            _ => bail!(
+                "invalid --hidden value {text:?}: expected widths such as 512 or 1024,256, or none"
+            ),
         })
         .collect()
 }
@@ -129,7 +130,10 @@ fn parse_hidden(text: &str) -> Result<Vec<usize>> {
 pub fn run(args: TrainArgs, progress: &Progress) -> Result<u8> {
     let config = args.train_config()?;
     if !(0.0..1.0).contains(&args.val_fraction) {
-        bail!("--val-fraction must be in [0, 1), got {}", args.val_fraction);
+        bail!(
+            "--val-fraction must be in [0, 1), got {}",
+            args.val_fraction
+        );
     }
     let summary = train_model(&args, config, progress)?;
     print_summary(&summary);
@@ -137,17 +141,30 @@ pub fn run(args: TrainArgs, progress: &Progress) -> Result<u8> {
 }
 
 /// Runs the whole training job; `demo` calls it too.
-pub fn train_model(args: &TrainArgs, mut config: TrainConfig, progress: &Progress) -> Result<TrainSummary> {
+pub fn train_model(
+    args: &TrainArgs,
+    mut config: TrainConfig,
+    progress: &Progress,
+) -> Result<TrainSummary> {
     config.val_fraction = args.val_fraction;
     let extractor = super::load_extractor(args.backbone, &args.backbone_args, progress)?;
     let images = args.images.as_deref();
     let train = super::labelled_features(&extractor, &args.data, images, "train", progress)?;
     let val: Option<LabelledFeatures> = match &args.val {
-        Some(path) => Some(super::labelled_features(&extractor, path, images, "val", progress)?),
+        Some(path) => Some(super::labelled_features(
+            &extractor, path, images, "val", progress,
+        )?),
         None => None,
     };
     let mut on_epoch = super::epoch_printer(progress);
-    let summary = workflow::train_and_save(&extractor, &train, val.as_ref(), &config, &args.output, &mut on_epoch)?;
+    let summary = workflow::train_and_save(
+        &extractor,
+        &train,
+        val.as_ref(),
+        &config,
+        &args.output,
+        &mut on_epoch,
+    )?;
     for (label, count) in &summary.unknown_val_labels {
         progress.warn(&format!(
             "{count} validation images are labelled {label:?}, which the training data lacks; they were left out"

@@ -278,7 +278,11 @@ fn read_label_file(path: &Path, base: &Path, require_labels: bool) -> Result<Vec
 }
 
 /// Reads a label file's rows as (the `file` field as written, sample).
-fn read_label_rows(path: &Path, base: &Path, require_labels: bool) -> Result<Vec<(String, Sample)>> {
+fn read_label_rows(
+    path: &Path,
+    base: &Path,
+    require_labels: bool,
+) -> Result<Vec<(String, Sample)>> {
     let delimiter = if lower_extension(path).as_deref() == Some("csv") {
         b','
     } else {

@@ -25,7 +25,11 @@ pub struct FeatureCache {
 impl FeatureCache {
     /// Opens the cache for one backbone and preprocessing in the user's
     /// cache root (see [`crate::cache::cache_root`]).
-    pub fn open(kind: BackboneKind, backbone_sha256: &str, preprocess: &Preprocess) -> Result<Self> {
+    pub fn open(
+        kind: BackboneKind,
+        backbone_sha256: &str,
+        preprocess: &Preprocess,
+    ) -> Result<Self> {
         let root = cache_root()?.join("features");
         Ok(Self::open_in(&root, kind, backbone_sha256, preprocess))
     }
@@ -83,9 +87,8 @@ impl FeatureCache {
         );
         let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
         let path = self.entry_path(content_sha256);
-        write_atomic(&path, &bytes).with_context(|| {
-            format!("failed to write the feature cache entry {}", path.display())
-        })
+        write_atomic(&path, &bytes)
+            .with_context(|| format!("failed to write the feature cache entry {}", path.display()))
     }
 }
 

@@ -28,15 +28,15 @@ fn main() -> anyhow::Result<()> {
     let truth: Vec<usize> = val.labels.iter().map(id).collect();
 
     let base = TrainConfig::default();
+    let base = TrainConfig { standardize: false, ..base };
     let configs: Vec<(&str, TrainConfig)> = vec![
-        ("default", base.clone()),
-        ("wd0.5", TrainConfig { weight_decay: 0.5, ..base.clone() }),
-        ("nostd", TrainConfig { standardize: false, ..base.clone() }),
-        ("lr3e-4", TrainConfig { learning_rate: 3e-4, ..base.clone() }),
-        ("ep15", TrainConfig { epochs: 15, patience: 0, ..base.clone() }),
-        ("drop0.5in0.5", TrainConfig { dropout: 0.5, input_dropout: 0.5, ..base.clone() }),
-        ("hidden1024", TrainConfig { hidden: vec![1024], ..base.clone() }),
-        ("ls0", TrainConfig { label_smoothing: 0.0, ..base.clone() }),
+        ("nostd", base.clone()),
+        ("nostd-b256", TrainConfig { batch_size: 256, ..base.clone() }),
+        ("nostd-wd0.5", TrainConfig { weight_decay: 0.5, ..base.clone() }),
+        ("nostd-linear", TrainConfig { hidden: vec![], ..base.clone() }),
+        ("nostd-drop0.5", TrainConfig { dropout: 0.5, input_dropout: 0.5, ..base.clone() }),
+        ("nostd-ls0", TrainConfig { label_smoothing: 0.0, ..base.clone() }),
+        ("nostd-seed1", TrainConfig { seed: 1, ..base.clone() }),
     ];
     let filter: Option<String> = std::env::args().nth(2);
     for (name, config) in configs {

@@ -39,11 +39,7 @@ fn trained_model() -> ModelFile {
         vec!["apple".into(), "milk".into(), "oat".into()],
         BackboneKind::Lite0,
         "ab".repeat(32),
-        Preprocess {
-            resolution: 224,
-            mean: [127.0, 127.0, 127.0],
-            std: [128.0, 128.0, 128.0],
-        },
+        Preprocess::for_resolution(224),
         head,
     )
     .unwrap()

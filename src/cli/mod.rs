@@ -14,8 +14,6 @@ pub use progress::Progress;
 
 /// Exit code when the command failed as a whole.
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for invalid arguments (clap's own code for usage errors).
-pub const EXIT_USAGE: u8 = 2;
 /// Exit code when a batch finished but some inputs could not be handled.
 pub const EXIT_SOME_INPUTS_FAILED: u8 = 3;
 

@@ -8,6 +8,7 @@
 //! counts and kernel sizes come from the checkpoint's weight shapes; the
 //! number of blocks per stage comes from the variant's depth multiplier.
 
+mod block;
 mod build;
 
 use anyhow::{ensure, Result};
@@ -32,12 +33,12 @@ pub struct EfficientNet {
     max_activation: usize,
 }
 
-/// Per-thread activation buffers for one image at a time.
+/// Activation buffers for one image at a time. Blocks keep their expanded
+/// activations in per-thread band buffers instead.
 struct Workspace {
     current: Vec<f32>,
     next: Vec<f32>,
-    expanded: Vec<f32>,
-    filtered: Vec<f32>,
+    head: Vec<f32>,
 }
 
 impl EfficientNet {
@@ -147,21 +148,19 @@ impl EfficientNet {
         Workspace {
             current: vec![0.0; self.max_activation],
             next: vec![0.0; self.max_activation],
-            expanded: vec![0.0; self.max_activation],
-            filtered: vec![0.0; self.max_activation],
+            head: vec![0.0; self.max_activation],
         }
     }
 
-    /// Returns the number of floats in the largest activation of one image.
+    /// Returns the number of floats in the largest block input or output,
+    /// or head output, of one image.
     fn largest_activation(&self) -> usize {
         let res = self.kind.resolution() as usize;
         let (mut h, mut w) = self.stem.output_size(res, res);
         let mut largest = h * w * self.stem.out_channels;
         for block in &self.blocks {
-            let hidden = block.depthwise.channels;
-            largest = largest.max(h * w * hidden);
             (h, w) = block.depthwise.output_size(h, w);
-            largest = largest.max(h * w * hidden.max(block.project.out_channels));
+            largest = largest.max(h * w * block.project.out_channels);
         }
         largest.max(h * w * self.head.out_channels)
     }
@@ -175,29 +174,21 @@ impl EfficientNet {
             .forward(exec, image, res, res, &mut ws.current[..h * w * channels]);
 
         for block in &self.blocks {
-            let input = &ws.current[..h * w * channels];
-            let hidden = block.depthwise.channels;
-            let expanded: &[f32] = match &block.expand {
-                Some(expand) => {
-                    let out = &mut ws.expanded[..h * w * hidden];
-                    expand.forward(exec, input, None, out);
-                    out
-                }
-                None => input,
-            };
             let (oh, ow) = block.depthwise.output_size(h, w);
-            let filtered = &mut ws.filtered[..oh * ow * hidden];
-            block.depthwise.forward(exec, expanded, h, w, filtered);
             let out_channels = block.project.out_channels;
-            let residual = block.residual.then_some(input);
-            let out = &mut ws.next[..oh * ow * out_channels];
-            block.project.forward(exec, filtered, residual, out);
+            block.forward(
+                exec,
+                &ws.current[..h * w * channels],
+                h,
+                w,
+                &mut ws.next[..oh * ow * out_channels],
+            );
             std::mem::swap(&mut ws.current, &mut ws.next);
             (h, w, channels) = (oh, ow, out_channels);
         }
 
         let dim = self.head.out_channels;
-        let head = &mut ws.expanded[..h * w * dim];
+        let head = &mut ws.head[..h * w * dim];
         self.head
             .forward(exec, &ws.current[..h * w * channels], None, head);
         features.fill(0.0);

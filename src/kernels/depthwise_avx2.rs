@@ -21,10 +21,12 @@ const PIXELS: usize = 4;
 pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_row: &mut [f32]) {
     let (c, k, s) = (conv.channels, conv.kernel, conv.stride);
     assert_eq!(out_row.len(), g.out_width * c, "output row length");
-    assert_eq!(g.input.len(), g.height * g.width * c, "input length");
     assert_eq!(conv.weight.len(), k * k * c, "weight length");
     let origin_y = (oy * s) as isize - g.pad_top as isize;
     let (ky0, ky1) = valid_taps(origin_y, k, g.height);
+    // The caller checked that the window holds input rows `origin_y + ky0 ..
+    // origin_y + ky1`; rows are indexed from the window's first row.
+    let window_y = origin_y - g.first_row as isize;
     // Outputs `x_lo..x_hi` have every horizontal tap inside the input.
     let x_lo = g.pad_left.div_ceil(s);
     let x_hi = if g.width + g.pad_left >= k {
@@ -39,7 +41,7 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
     let rows = Rows {
         conv,
         g,
-        origin_y,
+        window_y,
         ky0,
         ky1,
         lo: _mm256_set1_ps(lo),
@@ -49,10 +51,10 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
     let mut ox = 0;
     while ox < g.out_width {
         if ox >= x_lo && ox + PIXELS <= x_hi {
-            rows.interior_block(ox, out.add(ox * c));
+            rows.interior_block(ox, out.wrapping_add(ox * c));
             ox += PIXELS;
         } else {
-            rows.single(ox, out.add(ox * c));
+            rows.single(ox, out.wrapping_add(ox * c));
             ox += 1;
         }
     }
@@ -62,7 +64,8 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
 struct Rows<'a> {
     conv: &'a DepthwiseConv,
     g: &'a Geometry<'a>,
-    origin_y: isize,
+    /// Row of the first vertical tap, relative to the window.
+    window_y: isize,
     ky0: usize,
     ky1: usize,
     lo: __m256,
@@ -84,27 +87,27 @@ impl Rows<'_> {
         let vector_end = c / 8 * 8;
         let mut ch = 0;
         while ch < vector_end {
-            let mut acc = [_mm256_loadu_ps(bias.add(ch)); PIXELS];
+            let mut acc = [_mm256_loadu_ps(bias.wrapping_add(ch)); PIXELS];
             for ky in self.ky0..self.ky1 {
-                let iy = (self.origin_y + ky as isize) as usize;
-                let row = input.add(iy * self.g.width * c + left + ch);
-                let taps = weight.add(ky * k * c + ch);
+                let iy = (self.window_y + ky as isize) as usize;
+                let row = input.wrapping_add(iy * self.g.width * c + left + ch);
+                let taps = weight.wrapping_add(ky * k * c + ch);
                 for kx in 0..k {
-                    let w = _mm256_loadu_ps(taps.add(kx * c));
-                    let pixel = row.add(kx * c);
+                    let w = _mm256_loadu_ps(taps.wrapping_add(kx * c));
+                    let pixel = row.wrapping_add(kx * c);
                     for (p, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(pixel.add(p * step)), w, *a);
+                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(pixel.wrapping_add(p * step)), w, *a);
                     }
                 }
             }
             for (p, a) in acc.iter().enumerate() {
                 let clamped = _mm256_min_ps(_mm256_max_ps(*a, self.lo), self.hi);
-                _mm256_storeu_ps(out.add(p * c + ch), clamped);
+                _mm256_storeu_ps(out.wrapping_add(p * c + ch), clamped);
             }
             ch += 8;
         }
         for p in 0..PIXELS {
-            self.scalar_tail(ox + p, vector_end, out.add(p * c));
+            self.scalar_tail(ox + p, vector_end, out.wrapping_add(p * c));
         }
     }
 
@@ -121,18 +124,18 @@ impl Rows<'_> {
         let vector_end = c / 8 * 8;
         let mut ch = 0;
         while ch < vector_end {
-            let mut acc = _mm256_loadu_ps(bias.add(ch));
+            let mut acc = _mm256_loadu_ps(bias.wrapping_add(ch));
             for ky in self.ky0..self.ky1 {
-                let iy = (self.origin_y + ky as isize) as usize;
+                let iy = (self.window_y + ky as isize) as usize;
                 for kx in kx0..kx1 {
                     let ix = (origin_x + kx as isize) as usize;
-                    let x = _mm256_loadu_ps(input.add((iy * self.g.width + ix) * c + ch));
-                    let w = _mm256_loadu_ps(weight.add((ky * k + kx) * c + ch));
+                    let x = _mm256_loadu_ps(input.wrapping_add((iy * self.g.width + ix) * c + ch));
+                    let w = _mm256_loadu_ps(weight.wrapping_add((ky * k + kx) * c + ch));
                     acc = _mm256_fmadd_ps(x, w, acc);
                 }
             }
             let clamped = _mm256_min_ps(_mm256_max_ps(acc, self.lo), self.hi);
-            _mm256_storeu_ps(out.add(ch), clamped);
+            _mm256_storeu_ps(out.wrapping_add(ch), clamped);
             ch += 8;
         }
         self.scalar_tail(ox, vector_end, out);
@@ -148,14 +151,14 @@ impl Rows<'_> {
         for ch in first..c {
             let mut acc = conv.bias[ch];
             for ky in self.ky0..self.ky1 {
-                let iy = (self.origin_y + ky as isize) as usize;
+                let iy = (self.window_y + ky as isize) as usize;
                 for kx in kx0..kx1 {
                     let ix = (origin_x + kx as isize) as usize;
                     let x = self.g.input[(iy * self.g.width + ix) * c + ch];
                     acc = x.mul_add(conv.weight[(ky * k + kx) * c + ch], acc);
                 }
             }
-            *out.add(ch) = conv.activation.apply(acc);
+            *out.wrapping_add(ch) = conv.activation.apply(acc);
         }
     }
 }

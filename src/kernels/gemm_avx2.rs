@@ -86,19 +86,19 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
             };
             for panel in 0..panels {
                 let cols = NR.min(n - panel * NR);
-                let b = ops.packed_b.as_ptr().add((panel * k + k0) * NR);
-                let bias = ops.bias.as_ptr().add(panel * NR);
+                let b = ops.packed_b.as_ptr().wrapping_add((panel * k + k0) * NR);
+                let bias = ops.bias.as_ptr().wrapping_add(panel * NR);
                 let mut r = 0;
                 while r < rows {
                     let row = m0 + r;
-                    let a = ops.a.as_ptr().add(row * k + k0);
+                    let a = ops.a.as_ptr().wrapping_add(row * k + k0);
                     let offset = row * n + panel * NR;
                     let ptrs = TilePtrs {
                         a,
                         b,
                         bias,
-                        c: c.as_mut_ptr().add(offset),
-                        residual: residual.map(|p| p.add(offset)),
+                        c: c.as_mut_ptr().wrapping_add(offset),
+                        residual: residual.map(|p| p.wrapping_add(offset)),
                     };
                     let height = MR.min(rows - r);
                     match height {
@@ -158,12 +158,12 @@ unsafe fn tile<const R: usize>(
     if phase.first {
         let bias = [
             _mm256_loadu_ps(ptrs.bias),
-            _mm256_loadu_ps(ptrs.bias.add(8)),
+            _mm256_loadu_ps(ptrs.bias.wrapping_add(8)),
         ];
         acc = [bias; R];
     } else {
         for (r, row) in acc.iter_mut().enumerate() {
-            let c = ptrs.c.add(r * args.ldc);
+            let c = ptrs.c.wrapping_add(r * args.ldc);
             row[0] = load(c, masks[0], full);
             row[1] = load(c.wrapping_add(8), masks[1], full);
         }
@@ -173,21 +173,21 @@ unsafe fn tile<const R: usize>(
     let mut b = ptrs.b;
     for _ in 0..depth {
         let b0 = _mm256_loadu_ps(b);
-        let b1 = _mm256_loadu_ps(b.add(8));
+        let b1 = _mm256_loadu_ps(b.wrapping_add(8));
         for (r, row) in acc.iter_mut().enumerate() {
-            let x = _mm256_broadcast_ss(&*a.add(r * args.lda));
+            let x = _mm256_set1_ps(*a.wrapping_add(r * args.lda));
             row[0] = _mm256_fmadd_ps(x, b0, row[0]);
             row[1] = _mm256_fmadd_ps(x, b1, row[1]);
         }
-        a = a.add(1);
-        b = b.add(NR);
+        a = a.wrapping_add(1);
+        b = b.wrapping_add(NR);
     }
 
     for (r, row) in acc.iter_mut().enumerate() {
-        let c = ptrs.c.add(r * args.ldc);
+        let c = ptrs.c.wrapping_add(r * args.ldc);
         if phase.last {
             if let Some(residual) = ptrs.residual {
-                let res = residual.add(r * args.ldc);
+                let res = residual.wrapping_add(r * args.ldc);
                 row[0] = _mm256_add_ps(row[0], load(res, masks[0], full));
                 row[1] = _mm256_add_ps(row[1], load(res.wrapping_add(8), masks[1], full));
             }

@@ -1,0 +1,164 @@
+//! Runs an inverted-residual block in bands of output rows, so that the
+//! expanded activations (six times wider than the block's input) are made,
+//! filtered and projected while they are still in the core's cache instead
+//! of making a round trip through memory per layer.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::build::Block;
+use crate::kernels::depthwise::{input_rows, InputWindow};
+use crate::kernels::Exec;
+
+/// Target size, in floats, of one band's expanded rows plus its depthwise
+/// output: 256 KiB, half of a typical per-core L2 cache.
+const BAND_FLOATS: usize = 64 * 1024;
+
+/// Per-thread buffers for one band.
+#[derive(Default)]
+struct BandScratch {
+    /// Expanded input rows of the current band.
+    expanded: Vec<f32>,
+    /// Depthwise output rows of the current band.
+    filtered: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<BandScratch> = RefCell::new(BandScratch::default());
+}
+
+fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+}
+
+impl Block {
+    /// Runs the block on one `[height, width, in_channels]` image into
+    /// `output` (`[out_h, out_w, out_channels]`). With `exec.parallel`, the
+    /// output rows are split into parts that threads compute independently.
+    pub(super) fn forward(
+        &self,
+        exec: Exec,
+        input: &[f32],
+        height: usize,
+        width: usize,
+        output: &mut [f32],
+    ) {
+        let (out_h, out_w) = self.depthwise.output_size(height, width);
+        let row_len = out_w * self.project.out_channels;
+        assert_eq!(output.len(), out_h * row_len, "block output length");
+        let serial = Exec {
+            parallel: false,
+            ..exec
+        };
+        if !exec.parallel || out_h < 2 {
+            self.forward_rows(serial, input, height, width, 0..out_h, output);
+            return;
+        }
+        // Two parts per thread balance a thread that the OS preempts; each
+        // part recomputes at most `kernel - stride` expanded rows.
+        let parts = (rayon::current_num_threads() * 2).min(out_h);
+        let rows_per_part = out_h.div_ceil(parts);
+        output
+            .par_chunks_mut(rows_per_part * row_len)
+            .enumerate()
+            .for_each(|(index, part)| {
+                let start = index * rows_per_part;
+                let rows = start..start + part.len() / row_len;
+                self.forward_rows(serial, input, height, width, rows, part);
+            });
+    }
+
+    /// Output rows per band: as many as keep the band near `BAND_FLOATS`.
+    fn band_rows(&self, width: usize, out_width: usize) -> usize {
+        let hidden = self.depthwise.channels;
+        let per_output_row = (self.depthwise.stride * width + out_width) * hidden;
+        (BAND_FLOATS / per_output_row).max(1)
+    }
+
+    /// Computes output rows `out_rows` into `output`, band by band, on the
+    /// calling thread.
+    fn forward_rows(
+        &self,
+        exec: Exec,
+        input: &[f32],
+        height: usize,
+        width: usize,
+        out_rows: Range<usize>,
+        output: &mut [f32],
+    ) {
+        let (kernel, stride) = (self.depthwise.kernel, self.depthwise.stride);
+        let hidden = self.depthwise.channels;
+        let in_channels = input.len() / (height * width);
+        let out_channels = self.project.out_channels;
+        let (_, out_w) = self.depthwise.output_size(height, width);
+        let band = self.band_rows(width, out_w);
+        let hidden_row = width * hidden;
+
+        SCRATCH.with(|cell| {
+            let BandScratch { expanded, filtered } = &mut *cell.borrow_mut();
+            // Expanded input rows currently held in `expanded`.
+            let mut held = 0..0;
+            let mut oy0 = out_rows.start;
+            while oy0 < out_rows.end {
+                let oy1 = (oy0 + band).min(out_rows.end);
+                let needed = input_rows(oy0..oy1, height, kernel, stride);
+                let window = match &self.expand {
+                    Some(expand) => {
+                        ensure_len(expanded, needed.len() * hidden_row);
+                        // Bands move down the image, so rows shared with the
+                        // previous band are at the end of `held`: move them
+                        // to the front instead of expanding them again.
+                        let fresh = if held.start <= needed.start && needed.start < held.end {
+                            let keep = (needed.start - held.start) * hidden_row;
+                            expanded.copy_within(keep..held.len() * hidden_row, 0);
+                            held.end.min(needed.end)
+                        } else {
+                            needed.start
+                        };
+                        expand.forward(
+                            exec,
+                            &input[fresh * width * in_channels..needed.end * width * in_channels],
+                            None,
+                            &mut expanded
+                                [(fresh - needed.start) * hidden_row..needed.len() * hidden_row],
+                        );
+                        held = needed.clone();
+                        InputWindow {
+                            rows: &expanded[..needed.len() * hidden_row],
+                            first_row: needed.start,
+                            height,
+                            width,
+                        }
+                    }
+                    None => InputWindow {
+                        rows: input,
+                        first_row: 0,
+                        height,
+                        width,
+                    },
+                };
+
+                let filtered_len = (oy1 - oy0) * out_w * hidden;
+                ensure_len(filtered, filtered_len);
+                let filtered = &mut filtered[..filtered_len];
+                self.depthwise
+                    .forward_rows(exec, &window, oy0..oy1, filtered);
+
+                let out_range = (oy0 - out_rows.start) * out_w * out_channels
+                    ..(oy1 - out_rows.start) * out_w * out_channels;
+                // A residual block keeps the spatial size and channel count,
+                // so its input rows line up with the output rows.
+                let residual = self
+                    .residual
+                    .then(|| &input[oy0 * out_w * out_channels..oy1 * out_w * out_channels]);
+                self.project
+                    .forward(exec, filtered, residual, &mut output[out_range]);
+                oy0 = oy1;
+            }
+        });
+    }
+}

@@ -34,6 +34,15 @@ pub(super) fn pack_b(weight: &[f32], k: usize, n: usize) -> Vec<f32> {
     packed
 }
 
+/// Where the rows of `C` (and of the residual) lie: groups of `rows`
+/// consecutive rows of `n` values, each group starting `stride` values after
+/// the previous one. A padded image stores each image row as a group.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RowGroups {
+    pub rows: usize,
+    pub stride: usize,
+}
+
 /// Operands of one product; slices are checked by [`gemm`].
 pub(super) struct Operands<'a> {
     pub m: usize,
@@ -45,15 +54,17 @@ pub(super) struct Operands<'a> {
     pub packed_b: &'a [f32],
     /// `n` rounded up to a multiple of `NR`, zero-padded.
     pub bias: &'a [f32],
-    /// Row-major `[m, n]`, added before clamping.
+    /// Laid out like `C`, added before clamping.
     pub residual: Option<&'a [f32]>,
     /// Clamp bounds applied last.
     pub lo: f32,
     pub hi: f32,
+    /// Layout of `C`; `None` for row-major `[m, n]`.
+    pub groups: Option<RowGroups>,
 }
 
-/// Computes `c = clamp(a * b + bias + residual, lo, hi)` into row-major
-/// `[m, n]` `c`.
+/// Computes `c = clamp(a * b + bias + residual, lo, hi)` into `c`, laid out
+/// as `ops.groups` says.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -64,11 +75,27 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
     assert_eq!(ops.a.len(), m * k, "A length");
     assert_eq!(ops.packed_b.len(), panels * k * NR, "packed B length");
     assert_eq!(ops.bias.len(), panels * NR, "bias length");
-    assert_eq!(c.len(), m * n, "C length");
-    if let Some(residual) = ops.residual {
-        assert_eq!(residual.len(), m * n, "residual length");
-    }
     assert!(k > 0, "empty inner dimension");
+    if m == 0 {
+        return;
+    }
+    // Row-major `C` is cut into groups of `MC` rows, which bounds the rows
+    // of `A` that a block keeps in cache.
+    let groups = ops.groups.unwrap_or(RowGroups {
+        rows: MC.min(m),
+        stride: MC.min(m) * n,
+    });
+    assert!(
+        groups.rows > 0 && groups.stride >= groups.rows * n,
+        "invalid row groups"
+    );
+    let group_count = m.div_ceil(groups.rows);
+    let last_rows = m - (group_count - 1) * groups.rows;
+    let c_len = (group_count - 1) * groups.stride + last_rows * n;
+    assert!(c.len() >= c_len, "C length {} < {c_len}", c.len());
+    if let Some(residual) = ops.residual {
+        assert!(residual.len() >= c_len, "residual length");
+    }
     let residual = ops.residual.map(|r| r.as_ptr());
     let tile_args = TileArgs {
         lda: k,
@@ -76,8 +103,9 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
         lo: _mm256_set1_ps(ops.lo),
         hi: _mm256_set1_ps(ops.hi),
     };
-    for m0 in (0..m).step_by(MC) {
-        let rows = MC.min(m - m0);
+    let groups_per_block = (MC / groups.rows).max(1);
+    for g0 in (0..group_count).step_by(groups_per_block) {
+        let g1 = (g0 + groups_per_block).min(group_count);
         for k0 in (0..k).step_by(KC) {
             let depth = KC.min(k - k0);
             let phase = Phase {
@@ -88,28 +116,34 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
                 let cols = NR.min(n - panel * NR);
                 let b = ops.packed_b.as_ptr().wrapping_add((panel * k + k0) * NR);
                 let bias = ops.bias.as_ptr().wrapping_add(panel * NR);
-                let mut r = 0;
-                while r < rows {
-                    let row = m0 + r;
-                    let a = ops.a.as_ptr().wrapping_add(row * k + k0);
-                    let offset = row * n + panel * NR;
-                    let ptrs = TilePtrs {
-                        a,
-                        b,
-                        bias,
-                        c: c.as_mut_ptr().wrapping_add(offset),
-                        residual: residual.map(|p| p.wrapping_add(offset)),
-                    };
-                    let height = MR.min(rows - r);
-                    match height {
-                        6 => tile::<6>(&tile_args, &ptrs, depth, cols, phase),
-                        5 => tile::<5>(&tile_args, &ptrs, depth, cols, phase),
-                        4 => tile::<4>(&tile_args, &ptrs, depth, cols, phase),
-                        3 => tile::<3>(&tile_args, &ptrs, depth, cols, phase),
-                        2 => tile::<2>(&tile_args, &ptrs, depth, cols, phase),
-                        _ => tile::<1>(&tile_args, &ptrs, depth, cols, phase),
+                for g in g0..g1 {
+                    let first_row = g * groups.rows;
+                    let rows = groups.rows.min(m - first_row);
+                    // Even tile heights: 7 rows become 4 + 3, not 6 + 1, so
+                    // that every tile has enough independent accumulators.
+                    let tiles = rows.div_ceil(MR);
+                    let mut r = 0;
+                    for t in 0..tiles {
+                        let height = rows / tiles + usize::from(t < rows % tiles);
+                        let row = first_row + r;
+                        let offset = g * groups.stride + r * n + panel * NR;
+                        let ptrs = TilePtrs {
+                            a: ops.a.as_ptr().wrapping_add(row * k + k0),
+                            b,
+                            bias,
+                            c: c.as_mut_ptr().wrapping_add(offset),
+                            residual: residual.map(|p| p.wrapping_add(offset)),
+                        };
+                        match height {
+                            6 => tile::<6>(&tile_args, &ptrs, depth, cols, phase),
+                            5 => tile::<5>(&tile_args, &ptrs, depth, cols, phase),
+                            4 => tile::<4>(&tile_args, &ptrs, depth, cols, phase),
+                            3 => tile::<3>(&tile_args, &ptrs, depth, cols, phase),
+                            2 => tile::<2>(&tile_args, &ptrs, depth, cols, phase),
+                            _ => tile::<1>(&tile_args, &ptrs, depth, cols, phase),
+                        }
+                        r += height;
                     }
-                    r += height;
                 }
             }
         }

@@ -97,7 +97,7 @@ impl PointwiseConv {
             let residual = residual.map(|r| &r[first * n..(first + rows) * n]);
             match exec.isa {
                 Isa::Portable => self.rows_portable(input, residual, chunk),
-                Isa::Avx2Fma => self.rows_avx2(input, residual, chunk),
+                Isa::Avx2Fma => self.rows_avx2(input, residual, None, chunk),
             }
         });
     }
@@ -146,14 +146,57 @@ impl PointwiseConv {
         }
     }
 
+    /// Computes `activation(input * weight + bias)` for `input` of
+    /// `[pixels, in_channels]` into `output` laid out as `rows` describes,
+    /// e.g. the interior of a horizontally padded image. Runs on the calling
+    /// thread; values of `output` between the rows are left as they are.
+    pub fn forward_rows(&self, isa: Isa, input: &[f32], rows: OutputRows, output: &mut [f32]) {
+        let (k, n) = (self.in_channels, self.out_channels);
+        let pixels = input.len() / k;
+        assert_eq!(input.len(), pixels * k, "input length");
+        assert!(isa.is_supported(), "{isa:?} kernels are not supported here");
+        assert!(
+            rows.pixels_per_row > 0 && rows.row_stride >= rows.pixels_per_row * n,
+            "invalid output rows {rows:?}"
+        );
+        if pixels == 0 {
+            return;
+        }
+        let row_count = pixels.div_ceil(rows.pixels_per_row);
+        let last = pixels - (row_count - 1) * rows.pixels_per_row;
+        let needed = (row_count - 1) * rows.row_stride + last * n;
+        assert!(
+            output.len() >= needed,
+            "output length {} < {needed}",
+            output.len()
+        );
+        match isa {
+            Isa::Portable => {
+                for (row, pixels) in input.chunks(rows.pixels_per_row * k).enumerate() {
+                    let start = row * rows.row_stride;
+                    let len = pixels.len() / k * n;
+                    self.rows_portable(pixels, None, &mut output[start..start + len]);
+                }
+            }
+            Isa::Avx2Fma => self.rows_avx2(input, None, Some(rows), output),
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
-    fn rows_avx2(&self, input: &[f32], residual: Option<&[f32]>, output: &mut [f32]) {
+    fn rows_avx2(
+        &self,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        rows: Option<OutputRows>,
+        output: &mut [f32],
+    ) {
+        use super::gemm_avx2::{gemm, Operands, RowGroups};
         let (lo, hi) = match self.activation {
             Activation::Identity => (f32::NEG_INFINITY, f32::INFINITY),
             Activation::Relu6 => (0.0, 6.0),
         };
-        let operands = super::gemm_avx2::Operands {
-            m: output.len() / self.out_channels,
+        let operands = Operands {
+            m: input.len() / self.in_channels,
             k: self.in_channels,
             n: self.out_channels,
             a: input,
@@ -162,14 +205,26 @@ impl PointwiseConv {
             residual,
             lo,
             hi,
+            groups: rows.map(|rows| RowGroups {
+                rows: rows.pixels_per_row,
+                stride: rows.row_stride,
+            }),
         };
-        // SAFETY: `forward` asserted that the CPU supports AVX2 and FMA; the
-        // kernel checks every slice length.
-        unsafe { super::gemm_avx2::gemm(&operands, output) }
+        // SAFETY: the callers asserted that the CPU supports AVX2 and FMA;
+        // the kernel checks every slice length.
+        unsafe { gemm(&operands, output) }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn rows_avx2(&self, _: &[f32], _: Option<&[f32]>, _: &mut [f32]) {
+    fn rows_avx2(&self, _: &[f32], _: Option<&[f32]>, _: Option<OutputRows>, _: &mut [f32]) {
         unreachable!("AVX2 kernels exist only on x86-64")
     }
+}
+
+/// Layout of an output that is not contiguous: rows of `pixels_per_row`
+/// pixels whose starts are `row_stride` floats apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputRows {
+    pub pixels_per_row: usize,
+    pub row_stride: usize,
 }

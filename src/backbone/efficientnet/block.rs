@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::build::Block;
 use crate::kernels::depthwise::{input_rows, InputWindow};
+use crate::kernels::pointwise::OutputRows;
 use crate::kernels::Exec;
 
 /// Target size, in floats, of one band's expanded rows plus its depthwise
@@ -73,9 +74,9 @@ impl Block {
     }
 
     /// Output rows per band: as many as keep the band near `BAND_FLOATS`.
-    fn band_rows(&self, width: usize, out_width: usize) -> usize {
+    fn band_rows(&self, padded_width: usize, out_width: usize) -> usize {
         let hidden = self.depthwise.channels;
-        let per_output_row = (self.depthwise.stride * width + out_width) * hidden;
+        let per_output_row = (self.depthwise.stride * padded_width + out_width) * hidden;
         (BAND_FLOATS / per_output_row).max(1)
     }
 
@@ -95,51 +96,69 @@ impl Block {
         let in_channels = input.len() / (height * width);
         let out_channels = self.project.out_channels;
         let (_, out_w) = self.depthwise.output_size(height, width);
-        let band = self.band_rows(width, out_w);
-        let hidden_row = width * hidden;
+        let pad = self.depthwise.column_padding(width);
+        let padded_width = pad.before + width + pad.after;
+        let band = self.band_rows(padded_width, out_w);
+        // Expanded rows carry the depthwise convolution's zero columns.
+        let hidden_row = padded_width * hidden;
+        let interior = pad.before * hidden..(pad.before + width) * hidden;
 
         SCRATCH.with(|cell| {
             let BandScratch { expanded, filtered } = &mut *cell.borrow_mut();
-            // Expanded input rows currently held in `expanded`.
+            // Input rows whose expansion is currently held in `expanded`.
             let mut held = 0..0;
             let mut oy0 = out_rows.start;
             while oy0 < out_rows.end {
                 let oy1 = (oy0 + band).min(out_rows.end);
                 let needed = input_rows(oy0..oy1, height, kernel, stride);
-                let window = match &self.expand {
+                ensure_len(expanded, needed.len() * hidden_row);
+                // Bands move down the image, so rows shared with the previous
+                // band are at the end of `held`: move them to the front
+                // instead of expanding them again.
+                let fresh = if held.start <= needed.start && needed.start < held.end {
+                    let keep = (needed.start - held.start) * hidden_row;
+                    expanded.copy_within(keep..held.len() * hidden_row, 0);
+                    held.end.min(needed.end)
+                } else {
+                    needed.start
+                };
+                let fresh_rows =
+                    &mut expanded[(fresh - needed.start) * hidden_row..needed.len() * hidden_row];
+                for row in fresh_rows.chunks_exact_mut(hidden_row) {
+                    row[..interior.start].fill(0.0);
+                    row[interior.end..].fill(0.0);
+                }
+                let fresh_input =
+                    &input[fresh * width * in_channels..needed.end * width * in_channels];
+                match &self.expand {
+                    _ if fresh_input.is_empty() => {}
                     Some(expand) => {
-                        ensure_len(expanded, needed.len() * hidden_row);
-                        // Bands move down the image, so rows shared with the
-                        // previous band are at the end of `held`: move them
-                        // to the front instead of expanding them again.
-                        let fresh = if held.start <= needed.start && needed.start < held.end {
-                            let keep = (needed.start - held.start) * hidden_row;
-                            expanded.copy_within(keep..held.len() * hidden_row, 0);
-                            held.end.min(needed.end)
-                        } else {
-                            needed.start
+                        let rows = OutputRows {
+                            pixels_per_row: width,
+                            row_stride: hidden_row,
                         };
-                        expand.forward(
-                            exec,
-                            &input[fresh * width * in_channels..needed.end * width * in_channels],
-                            None,
-                            &mut expanded
-                                [(fresh - needed.start) * hidden_row..needed.len() * hidden_row],
+                        expand.forward_rows(
+                            exec.isa,
+                            fresh_input,
+                            rows,
+                            &mut fresh_rows[interior.start..],
                         );
-                        held = needed.clone();
-                        InputWindow {
-                            rows: &expanded[..needed.len() * hidden_row],
-                            first_row: needed.start,
-                            height,
-                            width,
+                    }
+                    None => {
+                        for (src, dst) in fresh_input
+                            .chunks_exact(width * in_channels)
+                            .zip(fresh_rows.chunks_exact_mut(hidden_row))
+                        {
+                            dst[interior.clone()].copy_from_slice(src);
                         }
                     }
-                    None => InputWindow {
-                        rows: input,
-                        first_row: 0,
-                        height,
-                        width,
-                    },
+                }
+                held = needed.clone();
+                let window = InputWindow {
+                    rows: &expanded[..needed.len() * hidden_row],
+                    first_row: needed.start,
+                    height,
+                    width,
                 };
 
                 let filtered_len = (oy1 - oy0) * out_w * hidden;

@@ -119,9 +119,13 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
                 for g in g0..g1 {
                     let first_row = g * groups.rows;
                     let rows = groups.rows.min(m - first_row);
+                    // A panel of at most 8 columns needs one vector per row,
+                    // so its tiles take twice the rows.
+                    let narrow = cols <= 8;
+                    let max_height = if narrow { 2 * MR } else { MR };
                     // Even tile heights: 7 rows become 4 + 3, not 6 + 1, so
                     // that every tile has enough independent accumulators.
-                    let tiles = rows.div_ceil(MR);
+                    let tiles = rows.div_ceil(max_height);
                     let mut r = 0;
                     for t in 0..tiles {
                         let height = rows / tiles + usize::from(t < rows % tiles);
@@ -134,14 +138,27 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
                             c: c.as_mut_ptr().wrapping_add(offset),
                             residual: residual.map(|p| p.wrapping_add(offset)),
                         };
-                        match height {
-                            6 => tile::<6>(&tile_args, &ptrs, depth, cols, phase),
-                            5 => tile::<5>(&tile_args, &ptrs, depth, cols, phase),
-                            4 => tile::<4>(&tile_args, &ptrs, depth, cols, phase),
-                            3 => tile::<3>(&tile_args, &ptrs, depth, cols, phase),
-                            2 => tile::<2>(&tile_args, &ptrs, depth, cols, phase),
-                            _ => tile::<1>(&tile_args, &ptrs, depth, cols, phase),
-                        }
+                        let kernel: TileKernel = match (narrow, height) {
+                            (false, 6) => tile::<6, 2>,
+                            (false, 5) => tile::<5, 2>,
+                            (false, 4) => tile::<4, 2>,
+                            (false, 3) => tile::<3, 2>,
+                            (false, 2) => tile::<2, 2>,
+                            (false, _) => tile::<1, 2>,
+                            (true, 12) => tile::<12, 1>,
+                            (true, 11) => tile::<11, 1>,
+                            (true, 10) => tile::<10, 1>,
+                            (true, 9) => tile::<9, 1>,
+                            (true, 8) => tile::<8, 1>,
+                            (true, 7) => tile::<7, 1>,
+                            (true, 6) => tile::<6, 1>,
+                            (true, 5) => tile::<5, 1>,
+                            (true, 4) => tile::<4, 1>,
+                            (true, 3) => tile::<3, 1>,
+                            (true, 2) => tile::<2, 1>,
+                            (true, _) => tile::<1, 1>,
+                        };
+                        kernel(&tile_args, &ptrs, depth, cols, phase);
                         r += height;
                     }
                 }
@@ -149,6 +166,8 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
         }
     }
 }
+
+type TileKernel = unsafe fn(&TileArgs, &TilePtrs, usize, usize, Phase);
 
 /// Whether a `k` block is the first (start from the bias) and the last
 /// (apply residual and clamp) of the product.
@@ -173,13 +192,13 @@ struct TilePtrs {
     residual: Option<*const f32>,
 }
 
-/// Computes an `R`x`NR` tile over `depth` values of `k`. Only the first
-/// `cols` columns of `C` and the residual are touched: the second vector's
-/// pointer may lie past the row (hence `wrapping_add`), but its masked-off
-/// lanes are never accessed.
+/// Computes an `R`x`8V` tile over `depth` values of `k`. Only the first
+/// `cols` columns of `C` and the residual are touched: a vector's pointer
+/// may lie past the row (hence `wrapping_add`), but its masked-off lanes are
+/// never accessed.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, const V: usize>(
     args: &TileArgs,
     ptrs: &TilePtrs,
     depth: usize,
@@ -187,31 +206,35 @@ unsafe fn tile<const R: usize>(
     phase: Phase,
 ) {
     let masks = column_masks(cols);
-    let full = cols == NR;
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let full = cols >= 8 * V;
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
     if phase.first {
-        let bias = [
-            _mm256_loadu_ps(ptrs.bias),
-            _mm256_loadu_ps(ptrs.bias.wrapping_add(8)),
-        ];
+        let mut bias = [_mm256_setzero_ps(); V];
+        for (v, b) in bias.iter_mut().enumerate() {
+            *b = _mm256_loadu_ps(ptrs.bias.wrapping_add(8 * v));
+        }
         acc = [bias; R];
     } else {
         for (r, row) in acc.iter_mut().enumerate() {
             let c = ptrs.c.wrapping_add(r * args.ldc);
-            row[0] = load(c, masks[0], full);
-            row[1] = load(c.wrapping_add(8), masks[1], full);
+            for (v, value) in row.iter_mut().enumerate() {
+                *value = load(c.wrapping_add(8 * v), masks[v], full);
+            }
         }
     }
 
     let mut a = ptrs.a;
     let mut b = ptrs.b;
     for _ in 0..depth {
-        let b0 = _mm256_loadu_ps(b);
-        let b1 = _mm256_loadu_ps(b.wrapping_add(8));
+        let mut panel = [_mm256_setzero_ps(); V];
+        for (v, p) in panel.iter_mut().enumerate() {
+            *p = _mm256_loadu_ps(b.wrapping_add(8 * v));
+        }
         for (r, row) in acc.iter_mut().enumerate() {
             let x = _mm256_set1_ps(*a.wrapping_add(r * args.lda));
-            row[0] = _mm256_fmadd_ps(x, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+            for (value, &p) in row.iter_mut().zip(&panel) {
+                *value = _mm256_fmadd_ps(x, p, *value);
+            }
         }
         a = a.wrapping_add(1);
         b = b.wrapping_add(NR);
@@ -219,17 +242,16 @@ unsafe fn tile<const R: usize>(
 
     for (r, row) in acc.iter_mut().enumerate() {
         let c = ptrs.c.wrapping_add(r * args.ldc);
-        if phase.last {
-            if let Some(residual) = ptrs.residual {
-                let res = residual.wrapping_add(r * args.ldc);
-                row[0] = _mm256_add_ps(row[0], load(res, masks[0], full));
-                row[1] = _mm256_add_ps(row[1], load(res.wrapping_add(8), masks[1], full));
+        for (v, value) in row.iter_mut().enumerate() {
+            if phase.last {
+                if let Some(residual) = ptrs.residual {
+                    let res = residual.wrapping_add(r * args.ldc + 8 * v);
+                    *value = _mm256_add_ps(*value, load(res, masks[v], full));
+                }
+                *value = _mm256_min_ps(_mm256_max_ps(*value, args.lo), args.hi);
             }
-            row[0] = _mm256_min_ps(_mm256_max_ps(row[0], args.lo), args.hi);
-            row[1] = _mm256_min_ps(_mm256_max_ps(row[1], args.lo), args.hi);
+            store(c.wrapping_add(8 * v), *value, masks[v], full);
         }
-        store(c, row[0], masks[0], full);
-        store(c.wrapping_add(8), row[1], masks[1], full);
     }
 }
 

@@ -2,7 +2,7 @@
 //! convolution in `kernels::reference`, on both instruction sets, serial and
 //! split over threads.
 
-use pantry::kernels::depthwise::DepthwiseConv;
+use pantry::kernels::depthwise::{input_rows, DepthwiseConv, InputWindow};
 use pantry::kernels::pointwise::PointwiseConv;
 use pantry::kernels::reference::{conv2d_same, ConvShape};
 use pantry::kernels::stem::StemConv;
@@ -47,7 +47,8 @@ fn depthwise_matches_naive_convolution() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let sizes = [(1, 1), (2, 3), (7, 9), (8, 6), (13, 13), (16, 11)];
     let channel_counts = [1, 5, 8, 19, 40];
-    for kernel in [3, 5] {
+    // 7x7 takes the AVX2 kernel's general path.
+    for kernel in [3, 5, 7] {
         for stride in [1, 2] {
             for &(height, width) in &sizes {
                 for &channels in &channel_counts {
@@ -211,4 +212,73 @@ fn simd_and_portable_paths_agree() {
     conv.forward(portable, &input, None, &mut a);
     conv.forward(simd, &input, None, &mut b);
     assert_close(&b, &a, "pointwise 784x1152->192 SIMD vs portable");
+}
+
+#[test]
+fn depthwise_window_rows_match_whole_image() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (height, width, channels) = (11, 9, 24);
+    for kernel in [3, 5] {
+        for stride in [1, 2] {
+            let input = random(&mut rng, height * width * channels, 3.0);
+            let weight = random(&mut rng, channels * kernel * kernel, 1.0);
+            let bias = random(&mut rng, channels, 1.0);
+            let conv = DepthwiseConv::from_pytorch(
+                channels,
+                kernel,
+                stride,
+                &weight,
+                bias,
+                Activation::Relu6,
+            );
+            let (oh, ow) = conv.output_size(height, width);
+            let row_len = ow * channels;
+            let padded = conv.pad_columns(&input, height, width);
+            let padded_row = padded.len() / height;
+            for exec in execs() {
+                let mut whole = vec![0.0; oh * row_len];
+                conv.forward(exec, &input, height, width, &mut whole);
+                for first in 0..oh {
+                    for last in first + 1..=oh {
+                        // A window with exactly the input rows these outputs read.
+                        let rows = input_rows(first..last, height, kernel, stride);
+                        let window = InputWindow {
+                            rows: &padded[rows.start * padded_row..rows.end * padded_row],
+                            first_row: rows.start,
+                            height,
+                            width,
+                        };
+                        let mut band = vec![f32::NAN; (last - first) * row_len];
+                        conv.forward_rows(exec, &window, first..last, &mut band);
+                        assert_eq!(
+                            band,
+                            whole[first * row_len..last * row_len],
+                            "k{kernel} s{stride} rows {first}..{last} {exec:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "not all in the window")]
+fn depthwise_rejects_window_missing_rows() {
+    let conv = DepthwiseConv::from_pytorch(8, 3, 1, &[0.5; 72], vec![0.0; 8], Activation::Relu6);
+    let padded = conv.pad_columns(&[1.0; 6 * 5 * 8], 6, 5);
+    let padded_row = padded.len() / 6;
+    // Output row 2 reads input rows 1..4; the window starts at row 2.
+    let window = InputWindow {
+        rows: &padded[2 * padded_row..4 * padded_row],
+        first_row: 2,
+        height: 6,
+        width: 5,
+    };
+    let mut out = vec![0.0; 5 * 8];
+    let exec = Exec {
+        isa: Isa::best_available(),
+        parallel: false,
+    };
+    conv.forward_rows(exec, &window, 2..3, &mut out);
 }

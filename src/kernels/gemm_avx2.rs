@@ -9,6 +9,7 @@
 //! L2 while a `KC`x`NR` slice of a `B` panel (16 KiB) stays in L1.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// Columns of a `B` panel and of a micro-tile (two AVX vectors).
 pub(super) const NR: usize = 16;
@@ -61,17 +62,23 @@ pub(super) struct Operands<'a> {
     pub hi: f32,
     /// Layout of `C`; `None` for row-major `[m, n]`.
     pub groups: Option<RowGroups>,
+    /// Panels (column blocks of `NR`) to compute; the other columns of `C`
+    /// are not accessed.
+    pub panels: Range<usize>,
 }
 
-/// Computes `c = clamp(a * b + bias + residual, lo, hi)` into `c`, laid out
-/// as `ops.groups` says.
+/// Computes `c = clamp(a * b + bias + residual, lo, hi)` into the columns
+/// `ops.panels` of `c`, laid out as `ops.groups` says.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2 and FMA. `c` must be valid for writes of
+/// `c_len` floats, and no other thread may access the columns computed here
+/// while the call runs.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
+pub(super) unsafe fn gemm(ops: &Operands<'_>, c: *mut f32, c_len: usize) {
     let Operands { m, k, n, .. } = *ops;
     let panels = n.div_ceil(NR);
+    assert!(ops.panels.end <= panels, "panel range past the matrix");
     assert_eq!(ops.a.len(), m * k, "A length");
     assert_eq!(ops.packed_b.len(), panels * k * NR, "packed B length");
     assert_eq!(ops.bias.len(), panels * NR, "bias length");
@@ -91,10 +98,10 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
     );
     let group_count = m.div_ceil(groups.rows);
     let last_rows = m - (group_count - 1) * groups.rows;
-    let c_len = (group_count - 1) * groups.stride + last_rows * n;
-    assert!(c.len() >= c_len, "C length {} < {c_len}", c.len());
+    let needed = (group_count - 1) * groups.stride + last_rows * n;
+    assert!(c_len >= needed, "C length {c_len} < {needed}");
     if let Some(residual) = ops.residual {
-        assert!(residual.len() >= c_len, "residual length");
+        assert!(residual.len() >= needed, "residual length");
     }
     let residual = ops.residual.map(|r| r.as_ptr());
     let tile_args = TileArgs {
@@ -112,7 +119,7 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
                 first: k0 == 0,
                 last: k0 + depth == k,
             };
-            for panel in 0..panels {
+            for panel in ops.panels.clone() {
                 let cols = NR.min(n - panel * NR);
                 let b = ops.packed_b.as_ptr().wrapping_add((panel * k + k0) * NR);
                 let bias = ops.bias.as_ptr().wrapping_add(panel * NR);
@@ -135,7 +142,7 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
                             a: ops.a.as_ptr().wrapping_add(row * k + k0),
                             b,
                             bias,
-                            c: c.as_mut_ptr().wrapping_add(offset),
+                            c: c.wrapping_add(offset),
                             residual: residual.map(|p| p.wrapping_add(offset)),
                         };
                         let kernel: TileKernel = match (narrow, height) {

@@ -59,10 +59,15 @@ impl Block {
             self.forward_rows(serial, input, height, width, 0..out_h, output);
             return;
         }
-        // Two parts per thread balance a thread that the OS preempts; each
-        // part recomputes at most `kernel - stride` expanded rows.
-        let parts = (rayon::current_num_threads() * 2).min(out_h);
-        let rows_per_part = out_h.div_ceil(parts);
+        let threads = rayon::current_num_threads();
+        let halo = self.depthwise.kernel.saturating_sub(self.depthwise.stride);
+        if halo * threads * 4 > height {
+            // Each part of a row split expands `halo` extra input rows; on a
+            // small image that is too much repeated work.
+            self.forward_layers(exec, input, height, width, output);
+            return;
+        }
+        let rows_per_part = out_h.div_ceil(threads);
         output
             .par_chunks_mut(rows_per_part * row_len)
             .enumerate()
@@ -71,6 +76,65 @@ impl Block {
                 let rows = start..start + part.len() / row_len;
                 self.forward_rows(serial, input, height, width, rows, part);
             });
+    }
+
+    /// Runs the block one whole layer at a time, each layer split over the
+    /// threads. Used for small images, whose expanded activations fit in
+    /// cache anyway.
+    fn forward_layers(
+        &self,
+        exec: Exec,
+        input: &[f32],
+        height: usize,
+        width: usize,
+        output: &mut [f32],
+    ) {
+        let hidden = self.depthwise.channels;
+        let in_row = input.len() / height;
+        let pad = self.depthwise.column_padding(width);
+        let hidden_row = (pad.before + width + pad.after) * hidden;
+        let interior = pad.before * hidden..(pad.before + width) * hidden;
+        // Zero-initialized, so the padding columns are already in place.
+        let mut expanded = vec![0.0; height * hidden_row];
+        let rows_per_part = height.div_ceil(rayon::current_num_threads());
+        expanded
+            .par_chunks_mut(rows_per_part * hidden_row)
+            .enumerate()
+            .for_each(|(index, part)| {
+                let first = index * rows_per_part;
+                let rows = part.len() / hidden_row;
+                let source = &input[first * in_row..(first + rows) * in_row];
+                match &self.expand {
+                    Some(expand) => {
+                        let layout = OutputRows {
+                            pixels_per_row: width,
+                            row_stride: hidden_row,
+                        };
+                        expand.forward_rows(exec.isa, source, layout, &mut part[interior.start..]);
+                    }
+                    None => {
+                        for (src, dst) in source
+                            .chunks_exact(in_row)
+                            .zip(part.chunks_exact_mut(hidden_row))
+                        {
+                            dst[interior.clone()].copy_from_slice(src);
+                        }
+                    }
+                }
+            });
+
+        let (out_h, out_w) = self.depthwise.output_size(height, width);
+        let window = InputWindow {
+            rows: &expanded,
+            first_row: 0,
+            height,
+            width,
+        };
+        let mut filtered = vec![0.0; out_h * out_w * hidden];
+        self.depthwise
+            .forward_rows(exec, &window, 0..out_h, &mut filtered);
+        let residual = self.residual.then_some(input);
+        self.project.forward(exec, &filtered, residual, output);
     }
 
     /// Output rows per band: as many as keep the band near `BAND_FLOATS`.

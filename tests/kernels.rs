@@ -10,7 +10,7 @@ use pantry::kernels::{Activation, Exec, Isa};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Every instruction set this CPU runs, each serial and threaded.
+/// Returns every instruction set this CPU runs, each serial and threaded.
 fn execs() -> Vec<Exec> {
     let mut execs = Vec::new();
     for isa in [Isa::Portable, Isa::Avx2Fma] {

@@ -11,6 +11,8 @@
 mod block;
 mod build;
 
+use std::cell::RefCell;
+
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
 
@@ -35,10 +37,27 @@ pub struct EfficientNet {
 
 /// Activation buffers for one image at a time. Blocks keep their expanded
 /// activations in per-thread band buffers instead.
+#[derive(Default)]
 struct Workspace {
     current: Vec<f32>,
     next: Vec<f32>,
     head: Vec<f32>,
+}
+
+impl Workspace {
+    /// Grows every buffer to at least `len` floats.
+    fn reserve(&mut self, len: usize) {
+        for buffer in [&mut self.current, &mut self.next, &mut self.head] {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Kept per thread so that repeated calls reuse pages already mapped.
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
 }
 
 impl EfficientNet {
@@ -110,22 +129,19 @@ impl EfficientNet {
             input
                 .par_chunks_exact(image_len)
                 .zip(features.par_chunks_exact_mut(dim))
-                .for_each_init(
-                    || self.workspace(),
-                    |workspace, (image, out)| self.forward_image(exec, image, workspace, out),
-                );
+                .for_each(|(image, out)| self.forward_image(exec, image, out));
         } else {
-            // Few images: each layer splits its rows over the threads.
+            // Few images: each layer splits its rows or columns over the
+            // threads.
             let exec = Exec {
                 isa: self.isa,
                 parallel: threads > 1,
             };
-            let mut workspace = self.workspace();
             for (image, out) in input
                 .chunks_exact(image_len)
                 .zip(features.chunks_exact_mut(dim))
             {
-                self.forward_image(exec, image, &mut workspace, out);
+                self.forward_image(exec, image, out);
             }
         }
         Ok(features)
@@ -144,14 +160,6 @@ impl EfficientNet {
         Ok(logits)
     }
 
-    fn workspace(&self) -> Workspace {
-        Workspace {
-            current: vec![0.0; self.max_activation],
-            next: vec![0.0; self.max_activation],
-            head: vec![0.0; self.max_activation],
-        }
-    }
-
     /// Returns the number of floats in the largest block input or output,
     /// or head output, of one image.
     fn largest_activation(&self) -> usize {
@@ -166,7 +174,29 @@ impl EfficientNet {
     }
 
     /// Runs one image through stem, blocks, head and pooling into `features`.
-    fn forward_image(&self, exec: Exec, image: &[f32], ws: &mut Workspace, features: &mut [f32]) {
+    fn forward_image(&self, exec: Exec, image: &[f32], features: &mut [f32]) {
+        WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut ws) => {
+                ws.reserve(self.max_activation);
+                self.forward_image_with(exec, image, &mut ws, features);
+            }
+            // This thread is already in a forward pass: rayon ran another
+            // call here while the first one waits for its threads.
+            Err(_) => {
+                let mut ws = Workspace::default();
+                ws.reserve(self.max_activation);
+                self.forward_image_with(exec, image, &mut ws, features);
+            }
+        });
+    }
+
+    fn forward_image_with(
+        &self,
+        exec: Exec,
+        image: &[f32],
+        ws: &mut Workspace,
+        features: &mut [f32],
+    ) {
         let res = self.kind.resolution() as usize;
         let (mut h, mut w) = self.stem.output_size(res, res);
         let mut channels = self.stem.out_channels;

@@ -200,7 +200,7 @@ impl DepthwiseConv {
                 match isa {
                     Isa::Portable => self.row_portable(&geometry, oy, out_row),
                     // SAFETY: `is_supported` checked above that the CPU has AVX2
-                    // and FMA, and the window holds every row that `oy` reads.
+                    // and FMA, and the window contains every row that `oy` reads.
                     #[cfg(target_arch = "x86_64")]
                     Isa::Avx2Fma => unsafe {
                         super::depthwise_avx2::row(self, &geometry, oy, out_row)

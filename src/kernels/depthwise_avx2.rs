@@ -1,11 +1,10 @@
 //! AVX2+FMA depthwise convolution rows on horizontally padded input.
 //!
 //! For 3x3 and 5x5 kernels at stride 1 and 2, a register block computes up
-//! to eight neighbouring output pixels of eight channels at once: it loads
-//! one tap row's `k` weight vectors, then walks the input columns the block
-//! reads, loading each once and adding it to every output pixel that uses
-//! it. That keeps eight independent FMA chains and fewer than one load per
-//! FMA. Other kernel sizes use a plain vector loop. Channels past the last
+//! to eight neighbouring output pixels of eight channels at once. Per tap
+//! row it loads the `k` weight vectors, then loads each input column the
+//! block reads once and adds it to every output pixel that uses it. That
+//! keeps eight independent FMA chains and fewer than one load per FMA. Other kernel sizes use a plain vector loop. Channels past the last
 //! multiple of eight are computed one at a time.
 
 use std::arch::x86_64::*;
@@ -38,6 +37,7 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
     let (c, k, s) = (conv.channels, conv.kernel, conv.stride);
     assert_eq!(out_row.len(), g.out_width * c, "output row length");
     assert_eq!(conv.weight.len(), k * k * c, "weight length");
+
     let origin_y = (oy * s) as isize - g.pad_top as isize;
     let (ky0, ky1) = valid_taps(origin_y, k, g.height);
     let first_tap_row = (origin_y + ky0 as isize - g.first_row as isize) as usize;
@@ -57,6 +57,7 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
         lo: _mm256_set1_ps(lo),
         hi: _mm256_set1_ps(hi),
     };
+
     let out = out_row.as_mut_ptr();
     let bias = conv.bias.as_ptr();
     let vector_end = c / 8 * 8;
@@ -70,6 +71,7 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
             _ => row_vector_any(&args, k, s, g.out_width, ch, bias, out),
         }
     }
+
     for ch in vector_end..c {
         for ox in 0..g.out_width {
             let mut acc = conv.bias[ch];

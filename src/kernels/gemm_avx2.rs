@@ -35,7 +35,7 @@ pub(super) fn pack_b(weight: &[f32], k: usize, n: usize) -> Vec<f32> {
     packed
 }
 
-/// Where the rows of `C` (and of the residual) lie: groups of `rows`
+/// Layout of the rows of `C` and of the residual: groups of `rows`
 /// consecutive rows of `n` values, each group starting `stride` values after
 /// the previous one. A padded image stores each image row as a group.
 #[derive(Clone, Copy, Debug)]
@@ -68,7 +68,7 @@ pub(super) struct Operands<'a> {
 }
 
 /// Computes `c = clamp(a * b + bias + residual, lo, hi)` into the columns
-/// `ops.panels` of `c`, laid out as `ops.groups` says.
+/// `ops.panels` of `c`, laid out as `ops.groups` describes.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA. `c` must be valid for writes of

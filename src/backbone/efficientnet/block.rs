@@ -1,7 +1,7 @@
-//! Runs an inverted-residual block in bands of output rows, so that the
-//! expanded activations (six times wider than the block's input) are made,
-//! filtered and projected while they are still in the core's cache instead
-//! of making a round trip through memory per layer.
+//! Runs an inverted-residual block in bands of output rows. The expanded
+//! activations are six times wider than the block's input, so each band's
+//! share is made, filtered and projected while it is still in the core's
+//! cache instead of making a round trip through memory per layer.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -62,8 +62,8 @@ impl Block {
         let threads = rayon::current_num_threads();
         let halo = self.depthwise.kernel.saturating_sub(self.depthwise.stride);
         if halo * threads * 4 > height {
-            // Each part of a row split expands `halo` extra input rows; on a
-            // small image that is too much repeated work.
+            // Each part of a row split expands `halo` extra input rows, which
+            // on a small image is too much repeated work.
             self.forward_layers(exec, input, height, width, output);
             return;
         }
@@ -168,24 +168,27 @@ impl Block {
         let interior = pad.before * hidden..(pad.before + width) * hidden;
 
         SCRATCH.with(|cell| {
+            // The borrow is held only while this thread runs serial kernels,
+            // so it cannot be taken twice.
             let BandScratch { expanded, filtered } = &mut *cell.borrow_mut();
-            // Input rows whose expansion is currently held in `expanded`.
-            let mut held = 0..0;
+            // Input rows whose expansion is currently in `expanded`.
+            let mut expanded_span = 0..0;
             let mut oy0 = out_rows.start;
             while oy0 < out_rows.end {
                 let oy1 = (oy0 + band).min(out_rows.end);
                 let needed = input_rows(oy0..oy1, height, kernel, stride);
                 ensure_len(expanded, needed.len() * hidden_row);
-                // Bands move down the image, so rows shared with the previous
-                // band are at the end of `held`: move them to the front
-                // instead of expanding them again.
-                let fresh = if held.start <= needed.start && needed.start < held.end {
-                    let keep = (needed.start - held.start) * hidden_row;
-                    expanded.copy_within(keep..held.len() * hidden_row, 0);
-                    held.end.min(needed.end)
-                } else {
-                    needed.start
-                };
+                // Bands move down the image, so the rows shared with the
+                // previous band are at the end of `expanded_span`. They move
+                // to the front instead of being expanded again.
+                let fresh =
+                    if expanded_span.start <= needed.start && needed.start < expanded_span.end {
+                        let keep = (needed.start - expanded_span.start) * hidden_row;
+                        expanded.copy_within(keep..expanded_span.len() * hidden_row, 0);
+                        expanded_span.end.min(needed.end)
+                    } else {
+                        needed.start
+                    };
                 let fresh_rows =
                     &mut expanded[(fresh - needed.start) * hidden_row..needed.len() * hidden_row];
                 for row in fresh_rows.chunks_exact_mut(hidden_row) {
@@ -217,7 +220,7 @@ impl Block {
                         }
                     }
                 }
-                held = needed.clone();
+                expanded_span = needed.clone();
                 let window = InputWindow {
                     rows: &expanded[..needed.len() * hidden_row],
                     first_row: needed.start,

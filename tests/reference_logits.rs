@@ -191,3 +191,36 @@ fn features_agree_when_called_from_rayon_tasks() {
         assert!(diff < 1e-4, "image {i}: nested call differs by {diff}");
     }
 }
+
+#[test]
+fn from_weights_names_bad_parameter() {
+    let kind = BackboneKind::Lite0;
+    let Some(weights) = load_test_weights(kind) else {
+        return;
+    };
+
+    let mut missing = weights.clone();
+    missing.remove("_blocks.3._bn1.running_var");
+    let error = EfficientNet::from_weights(kind, &missing).unwrap_err();
+    assert!(
+        error.to_string().contains("_blocks.3._bn1.running_var"),
+        "error does not name the missing parameter: {error}"
+    );
+
+    let mut misshaped = weights.clone();
+    misshaped
+        .get_mut("_blocks.5._project_conv.weight")
+        .expect("checkpoint has the parameter")
+        .shape = vec![40, 144, 3, 1];
+    let error = EfficientNet::from_weights(kind, &misshaped).unwrap_err();
+    assert!(
+        error.to_string().contains("_blocks.5._project_conv.weight"),
+        "error does not name the misshaped parameter: {error}"
+    );
+
+    let error = EfficientNet::from_weights(BackboneKind::Lite2, &weights).unwrap_err();
+    assert!(
+        error.to_string().contains("blocks"),
+        "error does not mention the block count: {error}"
+    );
+}

@@ -1,14 +1,15 @@
 //! Measures backbone feature-extraction throughput: EfficientNet-Lite0 at
 //! batch 32 and batch 1, and Lite2 at batch 32, on random normalized input.
 //!
-//! Run with `cargo run --release --example backbone_speed`. Weights are read
+//! Run with `cargo run --release --example backbone_speed [BACKBONE:BATCH ...]`,
+//! e.g. `efficientnet-lite0:1` to time one case. Weights are read
 //! from `<cache root>/weights/<backbone>.safetensors`. Set
 //! `PANTRY_KERNELS=portable` to time the portable kernels and
 //! `RAYON_NUM_THREADS` to change the thread count.
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use pantry::backbone::efficientnet::EfficientNet;
 use pantry::backbone::{load_safetensors, BackboneKind};
 use pantry::cache::cache_root;
@@ -24,11 +25,18 @@ fn main() -> Result<()> {
         Isa::detect(),
         rayon::current_num_threads()
     );
-    let cases = [
+    let mut cases = vec![
         (BackboneKind::Lite0, 32),
         (BackboneKind::Lite0, 1),
         (BackboneKind::Lite2, 32),
     ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        cases = args
+            .iter()
+            .map(|arg| parse_case(arg))
+            .collect::<Result<_>>()?;
+    }
     for (kind, batch) in cases {
         let path = cache_root()?
             .join("weights")
@@ -64,4 +72,15 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Parses `BACKBONE:BATCH`, e.g. `efficientnet-lite2:32`.
+fn parse_case(arg: &str) -> Result<(BackboneKind, usize)> {
+    let (name, batch) = arg
+        .split_once(':')
+        .with_context(|| format!("invalid case {arg:?}: expected BACKBONE:BATCH"))?;
+    let batch = batch
+        .parse()
+        .with_context(|| format!("invalid batch size in {arg:?}"))?;
+    Ok((name.parse()?, batch))
 }

@@ -154,3 +154,73 @@ fn logits_match_reference_simd() {
 fn logits_match_reference_portable() {
     check_against_reference(Isa::Portable);
 }
+
+/// Calls from inside rayon tasks (as a parallel data loader would make)
+/// nest the network's own parallel loops; results must not change.
+#[test]
+fn features_agree_when_called_from_rayon_tasks() {
+    use rand::{Rng, SeedableRng};
+    use rayon::prelude::*;
+
+    let kind = BackboneKind::Lite0;
+    let Some(weights) = load_test_weights(kind) else {
+        return;
+    };
+    let network = EfficientNet::from_weights(kind, &weights).expect("network builds");
+    let res = kind.resolution() as usize;
+    let image_len = res * res * 3;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let input: Vec<f32> = (0..4 * image_len)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let expected = network.features(&input, 4).expect("features");
+
+    let nested: Vec<Vec<f32>> = (0..4)
+        .into_par_iter()
+        .map(|i| {
+            let image = &input[i * image_len..(i + 1) * image_len];
+            network.features(image, 1).expect("features")
+        })
+        .collect();
+    for (i, features) in nested.iter().enumerate() {
+        let diff = features
+            .iter()
+            .zip(&expected[i * 1280..(i + 1) * 1280])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "image {i}: nested call differs by {diff}");
+    }
+}
+
+#[test]
+fn from_weights_names_bad_parameter() {
+    let kind = BackboneKind::Lite0;
+    let Some(weights) = load_test_weights(kind) else {
+        return;
+    };
+
+    let mut missing = weights.clone();
+    missing.remove("_blocks.3._bn1.running_var");
+    let error = EfficientNet::from_weights(kind, &missing).unwrap_err();
+    assert!(
+        error.to_string().contains("_blocks.3._bn1.running_var"),
+        "error does not name the missing parameter: {error}"
+    );
+
+    let mut misshaped = weights.clone();
+    misshaped
+        .get_mut("_blocks.5._project_conv.weight")
+        .expect("checkpoint has the parameter")
+        .shape = vec![40, 144, 3, 1];
+    let error = EfficientNet::from_weights(kind, &misshaped).unwrap_err();
+    assert!(
+        error.to_string().contains("_blocks.5._project_conv.weight"),
+        "error does not name the misshaped parameter: {error}"
+    );
+
+    let error = EfficientNet::from_weights(BackboneKind::Lite2, &weights).unwrap_err();
+    assert!(
+        error.to_string().contains("blocks"),
+        "error does not mention the block count: {error}"
+    );
+}

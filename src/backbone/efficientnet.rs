@@ -8,7 +8,10 @@
 //! counts and kernel sizes come from the checkpoint's weight shapes; the
 //! number of blocks per stage comes from the variant's depth multiplier.
 
+mod block;
 mod build;
+
+use std::cell::RefCell;
 
 use anyhow::{ensure, Result};
 use rayon::prelude::*;
@@ -32,12 +35,29 @@ pub struct EfficientNet {
     max_activation: usize,
 }
 
-/// Per-thread activation buffers for one image at a time.
+/// Activation buffers for one image at a time. Blocks keep their expanded
+/// activations in per-thread band buffers instead.
+#[derive(Default)]
 struct Workspace {
     current: Vec<f32>,
     next: Vec<f32>,
-    expanded: Vec<f32>,
-    filtered: Vec<f32>,
+    head: Vec<f32>,
+}
+
+impl Workspace {
+    /// Grows every buffer to at least `len` floats.
+    fn reserve(&mut self, len: usize) {
+        for buffer in [&mut self.current, &mut self.next, &mut self.head] {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Kept per thread so that repeated calls reuse pages already mapped.
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
 }
 
 impl EfficientNet {
@@ -109,22 +129,19 @@ impl EfficientNet {
             input
                 .par_chunks_exact(image_len)
                 .zip(features.par_chunks_exact_mut(dim))
-                .for_each_init(
-                    || self.workspace(),
-                    |workspace, (image, out)| self.forward_image(exec, image, workspace, out),
-                );
+                .for_each(|(image, out)| self.forward_image(exec, image, out));
         } else {
-            // Few images: each layer splits its rows over the threads.
+            // Few images: each layer splits its rows or columns over the
+            // threads.
             let exec = Exec {
                 isa: self.isa,
                 parallel: threads > 1,
             };
-            let mut workspace = self.workspace();
             for (image, out) in input
                 .chunks_exact(image_len)
                 .zip(features.chunks_exact_mut(dim))
             {
-                self.forward_image(exec, image, &mut workspace, out);
+                self.forward_image(exec, image, out);
             }
         }
         Ok(features)
@@ -143,31 +160,43 @@ impl EfficientNet {
         Ok(logits)
     }
 
-    fn workspace(&self) -> Workspace {
-        Workspace {
-            current: vec![0.0; self.max_activation],
-            next: vec![0.0; self.max_activation],
-            expanded: vec![0.0; self.max_activation],
-            filtered: vec![0.0; self.max_activation],
-        }
-    }
-
-    /// Returns the number of floats in the largest activation of one image.
+    /// Returns the number of floats in the largest block input or output,
+    /// or head output, of one image.
     fn largest_activation(&self) -> usize {
         let res = self.kind.resolution() as usize;
         let (mut h, mut w) = self.stem.output_size(res, res);
         let mut largest = h * w * self.stem.out_channels;
         for block in &self.blocks {
-            let hidden = block.depthwise.channels;
-            largest = largest.max(h * w * hidden);
             (h, w) = block.depthwise.output_size(h, w);
-            largest = largest.max(h * w * hidden.max(block.project.out_channels));
+            largest = largest.max(h * w * block.project.out_channels);
         }
         largest.max(h * w * self.head.out_channels)
     }
 
     /// Runs one image through stem, blocks, head and pooling into `features`.
-    fn forward_image(&self, exec: Exec, image: &[f32], ws: &mut Workspace, features: &mut [f32]) {
+    fn forward_image(&self, exec: Exec, image: &[f32], features: &mut [f32]) {
+        WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut ws) => {
+                ws.reserve(self.max_activation);
+                self.forward_image_with(exec, image, &mut ws, features);
+            }
+            // This thread is already in a forward pass: rayon ran another
+            // call here while the first one waits for its threads.
+            Err(_) => {
+                let mut ws = Workspace::default();
+                ws.reserve(self.max_activation);
+                self.forward_image_with(exec, image, &mut ws, features);
+            }
+        });
+    }
+
+    fn forward_image_with(
+        &self,
+        exec: Exec,
+        image: &[f32],
+        ws: &mut Workspace,
+        features: &mut [f32],
+    ) {
         let res = self.kind.resolution() as usize;
         let (mut h, mut w) = self.stem.output_size(res, res);
         let mut channels = self.stem.out_channels;
@@ -175,29 +204,21 @@ impl EfficientNet {
             .forward(exec, image, res, res, &mut ws.current[..h * w * channels]);
 
         for block in &self.blocks {
-            let input = &ws.current[..h * w * channels];
-            let hidden = block.depthwise.channels;
-            let expanded: &[f32] = match &block.expand {
-                Some(expand) => {
-                    let out = &mut ws.expanded[..h * w * hidden];
-                    expand.forward(exec, input, None, out);
-                    out
-                }
-                None => input,
-            };
             let (oh, ow) = block.depthwise.output_size(h, w);
-            let filtered = &mut ws.filtered[..oh * ow * hidden];
-            block.depthwise.forward(exec, expanded, h, w, filtered);
             let out_channels = block.project.out_channels;
-            let residual = block.residual.then_some(input);
-            let out = &mut ws.next[..oh * ow * out_channels];
-            block.project.forward(exec, filtered, residual, out);
+            block.forward(
+                exec,
+                &ws.current[..h * w * channels],
+                h,
+                w,
+                &mut ws.next[..oh * ow * out_channels],
+            );
             std::mem::swap(&mut ws.current, &mut ws.next);
             (h, w, channels) = (oh, ow, out_channels);
         }
 
         let dim = self.head.out_channels;
-        let head = &mut ws.expanded[..h * w * dim];
+        let head = &mut ws.head[..h * w * dim];
         self.head
             .forward(exec, &ws.current[..h * w * channels], None, head);
         features.fill(0.0);

@@ -1,161 +1,186 @@
-//! AVX2+FMA depthwise convolution rows.
+//! AVX2+FMA depthwise convolution rows on horizontally padded input.
 //!
-//! Interior outputs (all taps inside the input) are computed four pixels at a
-//! time so that each weight vector loaded serves four FMAs; border pixels
-//! skip the taps that fall in the padding. Channels go eight per vector, and
-//! a channel count that is not a multiple of eight ends in a scalar tail.
+//! For 3x3 and 5x5 kernels at stride 1 and 2, a register block computes up
+//! to eight neighbouring output pixels of eight channels at once. Per tap
+//! row it loads the `k` weight vectors, then loads each input column the
+//! block reads once and adds it to every output pixel that uses it. That
+//! keeps eight independent FMA chains and fewer than one load per FMA. Other kernel sizes use a plain vector loop. Channels past the last
+//! multiple of eight are computed one at a time.
 
 use std::arch::x86_64::*;
 
 use super::depthwise::{DepthwiseConv, Geometry};
 use super::{valid_taps, Activation};
 
-/// Output pixels per interior block.
-const PIXELS: usize = 4;
-
-/// Computes output row `oy` of `conv` into `out_row`.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_row: &mut [f32]) {
-    let (c, k, s) = (conv.channels, conv.kernel, conv.stride);
-    assert_eq!(out_row.len(), g.out_width * c, "output row length");
-    assert_eq!(g.input.len(), g.height * g.width * c, "input length");
-    assert_eq!(conv.weight.len(), k * k * c, "weight length");
-    let origin_y = (oy * s) as isize - g.pad_top as isize;
-    let (ky0, ky1) = valid_taps(origin_y, k, g.height);
-    // Outputs `x_lo..x_hi` have every horizontal tap inside the input.
-    let x_lo = g.pad_left.div_ceil(s);
-    let x_hi = if g.width + g.pad_left >= k {
-        ((g.width + g.pad_left - k) / s + 1).min(g.out_width)
-    } else {
-        0
-    };
-    let (lo, hi) = match conv.activation {
-        Activation::Identity => (f32::NEG_INFINITY, f32::INFINITY),
-        Activation::Relu6 => (0.0, 6.0),
-    };
-    let rows = Rows {
-        conv,
-        g,
-        origin_y,
-        ky0,
-        ky1,
-        lo: _mm256_set1_ps(lo),
-        hi: _mm256_set1_ps(hi),
-    };
-    let out = out_row.as_mut_ptr();
-    let mut ox = 0;
-    while ox < g.out_width {
-        if ox >= x_lo && ox + PIXELS <= x_hi {
-            rows.interior_block(ox, out.add(ox * c));
-            ox += PIXELS;
-        } else {
-            rows.single(ox, out.add(ox * c));
-            ox += 1;
-        }
-    }
-}
-
-/// Per-row state shared by the pixel kernels.
-struct Rows<'a> {
-    conv: &'a DepthwiseConv,
-    g: &'a Geometry<'a>,
-    origin_y: isize,
-    ky0: usize,
-    ky1: usize,
+/// Addresses and constants of one output row, for the pixel blocks.
+struct RowArgs {
+    /// Input at the first valid tap row, column 0, channel 0.
+    input: *const f32,
+    /// Floats from one padded input row to the next.
+    row_stride: usize,
+    /// Tap rows inside the image.
+    taps: usize,
+    /// Weights of the first valid tap row, column 0, channel 0.
+    weight: *const f32,
+    channels: usize,
     lo: __m256,
     hi: __m256,
 }
 
-impl Rows<'_> {
-    /// Computes `PIXELS` outputs starting at `ox`, all of whose taps are
-    /// inside the input horizontally, into `out`.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn interior_block(&self, ox: usize, out: *mut f32) {
-        let conv = self.conv;
-        let (c, k, s) = (conv.channels, conv.kernel, conv.stride);
-        let input = self.g.input.as_ptr();
-        let weight = conv.weight.as_ptr();
-        let bias = conv.bias.as_ptr();
-        let left = (ox * s - self.g.pad_left) * c;
-        let step = s * c;
-        let vector_end = c / 8 * 8;
-        let mut ch = 0;
-        while ch < vector_end {
-            let mut acc = [_mm256_loadu_ps(bias.add(ch)); PIXELS];
-            for ky in self.ky0..self.ky1 {
-                let iy = (self.origin_y + ky as isize) as usize;
-                let row = input.add(iy * self.g.width * c + left + ch);
-                let taps = weight.add(ky * k * c + ch);
-                for kx in 0..k {
-                    let w = _mm256_loadu_ps(taps.add(kx * c));
-                    let pixel = row.add(kx * c);
-                    for (p, a) in acc.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(pixel.add(p * step)), w, *a);
-                    }
-                }
-            }
-            for (p, a) in acc.iter().enumerate() {
-                let clamped = _mm256_min_ps(_mm256_max_ps(*a, self.lo), self.hi);
-                _mm256_storeu_ps(out.add(p * c + ch), clamped);
-            }
-            ch += 8;
-        }
-        for p in 0..PIXELS {
-            self.scalar_tail(ox + p, vector_end, out.add(p * c));
+/// Computes output row `oy` of `conv` into `out_row`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and `g.input` must hold every padded
+/// input row that output row `oy` reads.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_row: &mut [f32]) {
+    let (c, k, s) = (conv.channels, conv.kernel, conv.stride);
+    assert_eq!(out_row.len(), g.out_width * c, "output row length");
+    assert_eq!(conv.weight.len(), k * k * c, "weight length");
+
+    let origin_y = (oy * s) as isize - g.pad_top as isize;
+    let (ky0, ky1) = valid_taps(origin_y, k, g.height);
+    let first_tap_row = (origin_y + ky0 as isize - g.first_row as isize) as usize;
+    let (lo, hi) = match conv.activation {
+        Activation::Identity => (f32::NEG_INFINITY, f32::INFINITY),
+        Activation::Relu6 => (0.0, 6.0),
+    };
+    let args = RowArgs {
+        input: g
+            .input
+            .as_ptr()
+            .wrapping_add(first_tap_row * g.padded_width * c),
+        row_stride: g.padded_width * c,
+        taps: ky1 - ky0,
+        weight: conv.weight.as_ptr().wrapping_add(ky0 * k * c),
+        channels: c,
+        lo: _mm256_set1_ps(lo),
+        hi: _mm256_set1_ps(hi),
+    };
+
+    let out = out_row.as_mut_ptr();
+    let bias = conv.bias.as_ptr();
+    let vector_end = c / 8 * 8;
+    for ch in (0..vector_end).step_by(8) {
+        let bias = _mm256_loadu_ps(bias.wrapping_add(ch));
+        match (k, s) {
+            (3, 1) => row_vector::<3, 1>(&args, g.out_width, ch, bias, out),
+            (3, 2) => row_vector::<3, 2>(&args, g.out_width, ch, bias, out),
+            (5, 1) => row_vector::<5, 1>(&args, g.out_width, ch, bias, out),
+            (5, 2) => row_vector::<5, 2>(&args, g.out_width, ch, bias, out),
+            _ => row_vector_any(&args, k, s, g.out_width, ch, bias, out),
         }
     }
 
-    /// Computes the output at `ox`, skipping taps in the padding, into `out`.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn single(&self, ox: usize, out: *mut f32) {
-        let conv = self.conv;
-        let (c, k, s) = (conv.channels, conv.kernel, conv.stride);
-        let origin_x = (ox * s) as isize - self.g.pad_left as isize;
-        let (kx0, kx1) = valid_taps(origin_x, k, self.g.width);
-        let input = self.g.input.as_ptr();
-        let weight = conv.weight.as_ptr();
-        let bias = conv.bias.as_ptr();
-        let vector_end = c / 8 * 8;
-        let mut ch = 0;
-        while ch < vector_end {
-            let mut acc = _mm256_loadu_ps(bias.add(ch));
-            for ky in self.ky0..self.ky1 {
-                let iy = (self.origin_y + ky as isize) as usize;
-                for kx in kx0..kx1 {
-                    let ix = (origin_x + kx as isize) as usize;
-                    let x = _mm256_loadu_ps(input.add((iy * self.g.width + ix) * c + ch));
-                    let w = _mm256_loadu_ps(weight.add((ky * k + kx) * c + ch));
-                    acc = _mm256_fmadd_ps(x, w, acc);
-                }
-            }
-            let clamped = _mm256_min_ps(_mm256_max_ps(acc, self.lo), self.hi);
-            _mm256_storeu_ps(out.add(ch), clamped);
-            ch += 8;
-        }
-        self.scalar_tail(ox, vector_end, out);
-    }
-
-    /// Computes channels `first..c` of the output at `ox` one at a time.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn scalar_tail(&self, ox: usize, first: usize, out: *mut f32) {
-        let conv = self.conv;
-        let (c, k, s) = (conv.channels, conv.kernel, conv.stride);
-        let origin_x = (ox * s) as isize - self.g.pad_left as isize;
-        let (kx0, kx1) = valid_taps(origin_x, k, self.g.width);
-        for ch in first..c {
+    for ch in vector_end..c {
+        for ox in 0..g.out_width {
             let mut acc = conv.bias[ch];
-            for ky in self.ky0..self.ky1 {
-                let iy = (self.origin_y + ky as isize) as usize;
-                for kx in kx0..kx1 {
-                    let ix = (origin_x + kx as isize) as usize;
-                    let x = self.g.input[(iy * self.g.width + ix) * c + ch];
-                    acc = x.mul_add(conv.weight[(ky * k + kx) * c + ch], acc);
+            for t in 0..args.taps {
+                for kx in 0..k {
+                    let x = *args
+                        .input
+                        .wrapping_add(t * args.row_stride + (ox * s + kx) * c + ch);
+                    let w = conv.weight[((ky0 + t) * k + kx) * c + ch];
+                    acc = x.mul_add(w, acc);
                 }
             }
-            *out.add(ch) = conv.activation.apply(acc);
+            out_row[ox * c + ch] = conv.activation.apply(acc);
         }
+    }
+}
+
+/// Computes channels `ch..ch + 8` of every pixel in the row, in blocks of
+/// 8, 4, 2 and 1 pixels.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_vector<const K: usize, const S: usize>(
+    args: &RowArgs,
+    out_width: usize,
+    ch: usize,
+    bias: __m256,
+    out: *mut f32,
+) {
+    let mut ox = 0;
+    while ox + 8 <= out_width {
+        pixel_block::<K, S, 8>(args, ox, ch, bias, out);
+        ox += 8;
+    }
+    if ox + 4 <= out_width {
+        pixel_block::<K, S, 4>(args, ox, ch, bias, out);
+        ox += 4;
+    }
+    if ox + 2 <= out_width {
+        pixel_block::<K, S, 2>(args, ox, ch, bias, out);
+        ox += 2;
+    }
+    if ox < out_width {
+        pixel_block::<K, S, 1>(args, ox, ch, bias, out);
+    }
+}
+
+/// Computes channels `ch..ch + 8` of output pixels `ox..ox + P`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pixel_block<const K: usize, const S: usize, const P: usize>(
+    args: &RowArgs,
+    ox: usize,
+    ch: usize,
+    bias: __m256,
+    out: *mut f32,
+) {
+    let c = args.channels;
+    let mut acc = [bias; P];
+    let mut input = args.input.wrapping_add(ox * S * c + ch);
+    let mut weight = args.weight.wrapping_add(ch);
+    for _ in 0..args.taps {
+        let mut w = [_mm256_setzero_ps(); K];
+        for (kx, w) in w.iter_mut().enumerate() {
+            *w = _mm256_loadu_ps(weight.wrapping_add(kx * c));
+        }
+        // Input column `j` of the block feeds output pixel `p` through tap
+        // `kx = j - p * S` when that tap exists.
+        for j in 0..(P - 1) * S + K {
+            let x = _mm256_loadu_ps(input.wrapping_add(j * c));
+            for (p, acc) in acc.iter_mut().enumerate() {
+                if j >= p * S && j - p * S < K {
+                    *acc = _mm256_fmadd_ps(x, w[j - p * S], *acc);
+                }
+            }
+        }
+        input = input.wrapping_add(args.row_stride);
+        weight = weight.wrapping_add(K * c);
+    }
+    for (p, acc) in acc.iter().enumerate() {
+        let clamped = _mm256_min_ps(_mm256_max_ps(*acc, args.lo), args.hi);
+        _mm256_storeu_ps(out.wrapping_add((ox + p) * c + ch), clamped);
+    }
+}
+
+/// Computes channels `ch..ch + 8` of every pixel in the row for any kernel
+/// size and stride, one pixel at a time.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_vector_any(
+    args: &RowArgs,
+    k: usize,
+    s: usize,
+    out_width: usize,
+    ch: usize,
+    bias: __m256,
+    out: *mut f32,
+) {
+    let c = args.channels;
+    for ox in 0..out_width {
+        let mut acc = bias;
+        for t in 0..args.taps {
+            for kx in 0..k {
+                let x = args
+                    .input
+                    .wrapping_add(t * args.row_stride + (ox * s + kx) * c + ch);
+                let w = args.weight.wrapping_add((t * k + kx) * c + ch);
+                acc = _mm256_fmadd_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(w), acc);
+            }
+        }
+        let clamped = _mm256_min_ps(_mm256_max_ps(acc, args.lo), args.hi);
+        _mm256_storeu_ps(out.wrapping_add(ox * c + ch), clamped);
     }
 }

@@ -9,6 +9,7 @@
 //! L2 while a `KC`x`NR` slice of a `B` panel (16 KiB) stays in L1.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// Columns of a `B` panel and of a micro-tile (two AVX vectors).
 pub(super) const NR: usize = 16;
@@ -34,6 +35,15 @@ pub(super) fn pack_b(weight: &[f32], k: usize, n: usize) -> Vec<f32> {
     packed
 }
 
+/// Layout of the rows of `C` and of the residual: groups of `rows`
+/// consecutive rows of `n` values, each group starting `stride` values after
+/// the previous one. A padded image stores each image row as a group.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RowGroups {
+    pub rows: usize,
+    pub stride: usize,
+}
+
 /// Operands of one product; slices are checked by [`gemm`].
 pub(super) struct Operands<'a> {
     pub m: usize,
@@ -45,30 +55,54 @@ pub(super) struct Operands<'a> {
     pub packed_b: &'a [f32],
     /// `n` rounded up to a multiple of `NR`, zero-padded.
     pub bias: &'a [f32],
-    /// Row-major `[m, n]`, added before clamping.
+    /// Laid out like `C`, added before clamping.
     pub residual: Option<&'a [f32]>,
     /// Clamp bounds applied last.
     pub lo: f32,
     pub hi: f32,
+    /// Layout of `C`; `None` for row-major `[m, n]`.
+    pub groups: Option<RowGroups>,
+    /// Panels (column blocks of `NR`) to compute; the other columns of `C`
+    /// are not accessed.
+    pub panels: Range<usize>,
 }
 
-/// Computes `c = clamp(a * b + bias + residual, lo, hi)` into row-major
-/// `[m, n]` `c`.
+/// Computes `c = clamp(a * b + bias + residual, lo, hi)` into the columns
+/// `ops.panels` of `c`, laid out as `ops.groups` describes.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2 and FMA. `c` must be valid for writes of
+/// `c_len` floats, and no other thread may access the columns computed here
+/// while the call runs.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
+pub(super) unsafe fn gemm(ops: &Operands<'_>, c: *mut f32, c_len: usize) {
     let Operands { m, k, n, .. } = *ops;
     let panels = n.div_ceil(NR);
+    assert!(ops.panels.end <= panels, "panel range past the matrix");
     assert_eq!(ops.a.len(), m * k, "A length");
     assert_eq!(ops.packed_b.len(), panels * k * NR, "packed B length");
     assert_eq!(ops.bias.len(), panels * NR, "bias length");
-    assert_eq!(c.len(), m * n, "C length");
-    if let Some(residual) = ops.residual {
-        assert_eq!(residual.len(), m * n, "residual length");
-    }
     assert!(k > 0, "empty inner dimension");
+    if m == 0 {
+        return;
+    }
+    // Row-major `C` is cut into groups of `MC` rows, which bounds the rows
+    // of `A` that a block keeps in cache.
+    let groups = ops.groups.unwrap_or(RowGroups {
+        rows: MC.min(m),
+        stride: MC.min(m) * n,
+    });
+    assert!(
+        groups.rows > 0 && groups.stride >= groups.rows * n,
+        "invalid row groups"
+    );
+    let group_count = m.div_ceil(groups.rows);
+    let last_rows = m - (group_count - 1) * groups.rows;
+    let needed = (group_count - 1) * groups.stride + last_rows * n;
+    assert!(c_len >= needed, "C length {c_len} < {needed}");
+    if let Some(residual) = ops.residual {
+        assert!(residual.len() >= needed, "residual length");
+    }
     let residual = ops.residual.map(|r| r.as_ptr());
     let tile_args = TileArgs {
         lda: k,
@@ -76,45 +110,71 @@ pub(super) unsafe fn gemm(ops: &Operands<'_>, c: &mut [f32]) {
         lo: _mm256_set1_ps(ops.lo),
         hi: _mm256_set1_ps(ops.hi),
     };
-    for m0 in (0..m).step_by(MC) {
-        let rows = MC.min(m - m0);
+    let groups_per_block = (MC / groups.rows).max(1);
+    for g0 in (0..group_count).step_by(groups_per_block) {
+        let g1 = (g0 + groups_per_block).min(group_count);
         for k0 in (0..k).step_by(KC) {
             let depth = KC.min(k - k0);
             let phase = Phase {
                 first: k0 == 0,
                 last: k0 + depth == k,
             };
-            for panel in 0..panels {
+            for panel in ops.panels.clone() {
                 let cols = NR.min(n - panel * NR);
-                let b = ops.packed_b.as_ptr().add((panel * k + k0) * NR);
-                let bias = ops.bias.as_ptr().add(panel * NR);
-                let mut r = 0;
-                while r < rows {
-                    let row = m0 + r;
-                    let a = ops.a.as_ptr().add(row * k + k0);
-                    let offset = row * n + panel * NR;
-                    let ptrs = TilePtrs {
-                        a,
-                        b,
-                        bias,
-                        c: c.as_mut_ptr().add(offset),
-                        residual: residual.map(|p| p.add(offset)),
-                    };
-                    let height = MR.min(rows - r);
-                    match height {
-                        6 => tile::<6>(&tile_args, &ptrs, depth, cols, phase),
-                        5 => tile::<5>(&tile_args, &ptrs, depth, cols, phase),
-                        4 => tile::<4>(&tile_args, &ptrs, depth, cols, phase),
-                        3 => tile::<3>(&tile_args, &ptrs, depth, cols, phase),
-                        2 => tile::<2>(&tile_args, &ptrs, depth, cols, phase),
-                        _ => tile::<1>(&tile_args, &ptrs, depth, cols, phase),
+                let b = ops.packed_b.as_ptr().wrapping_add((panel * k + k0) * NR);
+                let bias = ops.bias.as_ptr().wrapping_add(panel * NR);
+                for g in g0..g1 {
+                    let first_row = g * groups.rows;
+                    let rows = groups.rows.min(m - first_row);
+                    // A panel of at most 8 columns needs one vector per row,
+                    // so its tiles take twice the rows.
+                    let narrow = cols <= 8;
+                    let max_height = if narrow { 2 * MR } else { MR };
+                    // Even tile heights: 7 rows become 4 + 3, not 6 + 1, so
+                    // that every tile has enough independent accumulators.
+                    let tiles = rows.div_ceil(max_height);
+                    let mut r = 0;
+                    for t in 0..tiles {
+                        let height = rows / tiles + usize::from(t < rows % tiles);
+                        let row = first_row + r;
+                        let offset = g * groups.stride + r * n + panel * NR;
+                        let ptrs = TilePtrs {
+                            a: ops.a.as_ptr().wrapping_add(row * k + k0),
+                            b,
+                            bias,
+                            c: c.wrapping_add(offset),
+                            residual: residual.map(|p| p.wrapping_add(offset)),
+                        };
+                        let kernel: TileKernel = match (narrow, height) {
+                            (false, 6) => tile::<6, 2>,
+                            (false, 5) => tile::<5, 2>,
+                            (false, 4) => tile::<4, 2>,
+                            (false, 3) => tile::<3, 2>,
+                            (false, 2) => tile::<2, 2>,
+                            (false, _) => tile::<1, 2>,
+                            (true, 12) => tile::<12, 1>,
+                            (true, 11) => tile::<11, 1>,
+                            (true, 10) => tile::<10, 1>,
+                            (true, 9) => tile::<9, 1>,
+                            (true, 8) => tile::<8, 1>,
+                            (true, 7) => tile::<7, 1>,
+                            (true, 6) => tile::<6, 1>,
+                            (true, 5) => tile::<5, 1>,
+                            (true, 4) => tile::<4, 1>,
+                            (true, 3) => tile::<3, 1>,
+                            (true, 2) => tile::<2, 1>,
+                            (true, _) => tile::<1, 1>,
+                        };
+                        kernel(&tile_args, &ptrs, depth, cols, phase);
+                        r += height;
                     }
-                    r += height;
                 }
             }
         }
     }
 }
+
+type TileKernel = unsafe fn(&TileArgs, &TilePtrs, usize, usize, Phase);
 
 /// Whether a `k` block is the first (start from the bias) and the last
 /// (apply residual and clamp) of the product.
@@ -139,13 +199,13 @@ struct TilePtrs {
     residual: Option<*const f32>,
 }
 
-/// Computes an `R`x`NR` tile over `depth` values of `k`. Only the first
-/// `cols` columns of `C` and the residual are touched: the second vector's
-/// pointer may lie past the row (hence `wrapping_add`), but its masked-off
-/// lanes are never accessed.
+/// Computes an `R`x`8V` tile over `depth` values of `k`. Only the first
+/// `cols` columns of `C` and the residual are touched: a vector's pointer
+/// may lie past the row (hence `wrapping_add`), but its masked-off lanes are
+/// never accessed.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, const V: usize>(
     args: &TileArgs,
     ptrs: &TilePtrs,
     depth: usize,
@@ -153,49 +213,52 @@ unsafe fn tile<const R: usize>(
     phase: Phase,
 ) {
     let masks = column_masks(cols);
-    let full = cols == NR;
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let full = cols >= 8 * V;
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
     if phase.first {
-        let bias = [
-            _mm256_loadu_ps(ptrs.bias),
-            _mm256_loadu_ps(ptrs.bias.add(8)),
-        ];
+        let mut bias = [_mm256_setzero_ps(); V];
+        for (v, b) in bias.iter_mut().enumerate() {
+            *b = _mm256_loadu_ps(ptrs.bias.wrapping_add(8 * v));
+        }
         acc = [bias; R];
     } else {
         for (r, row) in acc.iter_mut().enumerate() {
-            let c = ptrs.c.add(r * args.ldc);
-            row[0] = load(c, masks[0], full);
-            row[1] = load(c.wrapping_add(8), masks[1], full);
+            let c = ptrs.c.wrapping_add(r * args.ldc);
+            for (v, value) in row.iter_mut().enumerate() {
+                *value = load(c.wrapping_add(8 * v), masks[v], full);
+            }
         }
     }
 
     let mut a = ptrs.a;
     let mut b = ptrs.b;
     for _ in 0..depth {
-        let b0 = _mm256_loadu_ps(b);
-        let b1 = _mm256_loadu_ps(b.add(8));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let x = _mm256_broadcast_ss(&*a.add(r * args.lda));
-            row[0] = _mm256_fmadd_ps(x, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+        let mut panel = [_mm256_setzero_ps(); V];
+        for (v, p) in panel.iter_mut().enumerate() {
+            *p = _mm256_loadu_ps(b.wrapping_add(8 * v));
         }
-        a = a.add(1);
-        b = b.add(NR);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let x = _mm256_set1_ps(*a.wrapping_add(r * args.lda));
+            for (value, &p) in row.iter_mut().zip(&panel) {
+                *value = _mm256_fmadd_ps(x, p, *value);
+            }
+        }
+        a = a.wrapping_add(1);
+        b = b.wrapping_add(NR);
     }
 
     for (r, row) in acc.iter_mut().enumerate() {
-        let c = ptrs.c.add(r * args.ldc);
-        if phase.last {
-            if let Some(residual) = ptrs.residual {
-                let res = residual.add(r * args.ldc);
-                row[0] = _mm256_add_ps(row[0], load(res, masks[0], full));
-                row[1] = _mm256_add_ps(row[1], load(res.wrapping_add(8), masks[1], full));
+        let c = ptrs.c.wrapping_add(r * args.ldc);
+        for (v, value) in row.iter_mut().enumerate() {
+            if phase.last {
+                if let Some(residual) = ptrs.residual {
+                    let res = residual.wrapping_add(r * args.ldc + 8 * v);
+                    *value = _mm256_add_ps(*value, load(res, masks[v], full));
+                }
+                *value = _mm256_min_ps(_mm256_max_ps(*value, args.lo), args.hi);
             }
-            row[0] = _mm256_min_ps(_mm256_max_ps(row[0], args.lo), args.hi);
-            row[1] = _mm256_min_ps(_mm256_max_ps(row[1], args.lo), args.hi);
+            store(c.wrapping_add(8 * v), *value, masks[v], full);
         }
-        store(c, row[0], masks[0], full);
-        store(c.wrapping_add(8), row[1], masks[1], full);
     }
 }
 

@@ -5,7 +5,7 @@
 //! `[c_in, c_out]`. Every kernel applies its bias, optional residual and
 //! activation in the same pass that computes the convolution. Each kernel has
 //! an explicit AVX2+FMA path and a portable path, chosen by [`Isa`], and the
-//! [`reference`] module holds a naive convolution that tests compare both with.
+//! [`reference`] module contains a naive convolution that tests compare both with.
 
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
@@ -77,8 +77,8 @@ impl Activation {
     }
 }
 
-/// How a kernel call runs: its instruction set, and whether it may split its
-/// work over the rayon thread pool. Callers that already run one image per
+/// Execution settings of a kernel call: its instruction set, and whether it
+/// may split its work over the rayon thread pool. Callers that already run one image per
 /// thread pass `parallel: false`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exec {

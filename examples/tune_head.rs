@@ -24,19 +24,53 @@ fn main() -> anyhow::Result<()> {
     labels.sort();
     labels.dedup();
     let id = |l: &String| labels.binary_search(l).unwrap();
-    let all = FeatureSet::new(train.features.clone(), train.labels.iter().map(id).collect(), 1280)?;
+    let all = FeatureSet::new(
+        train.features.clone(),
+        train.labels.iter().map(id).collect(),
+        1280,
+    )?;
     let truth: Vec<usize> = val.labels.iter().map(id).collect();
 
     let base = TrainConfig::default();
-    let base = TrainConfig { standardize: false, ..base };
+    let base = TrainConfig {
+        standardize: false,
+        ..base
+    };
     let configs: Vec<(&str, TrainConfig)> = vec![
-        ("nostd", base.clone()),
-        ("nostd-b256", TrainConfig { batch_size: 256, ..base.clone() }),
-        ("nostd-wd0.5", TrainConfig { weight_decay: 0.5, ..base.clone() }),
-        ("nostd-linear", TrainConfig { hidden: vec![], ..base.clone() }),
-        ("nostd-drop0.5", TrainConfig { dropout: 0.5, input_dropout: 0.5, ..base.clone() }),
-        ("nostd-ls0", TrainConfig { label_smoothing: 0.0, ..base.clone() }),
-        ("nostd-seed1", TrainConfig { seed: 1, ..base.clone() }),
+        (
+            "b128-lr1.5e-3",
+            TrainConfig {
+                batch_size: 128,
+                learning_rate: 1.5e-3,
+                ..base.clone()
+            },
+        ),
+        (
+            "b256-lr3e-3",
+            TrainConfig {
+                batch_size: 256,
+                learning_rate: 3e-3,
+                ..base.clone()
+            },
+        ),
+        (
+            "b256-lr3e-3-s1",
+            TrainConfig {
+                batch_size: 256,
+                learning_rate: 3e-3,
+                seed: 1,
+                ..base.clone()
+            },
+        ),
+        (
+            "b128-lr1.5e-3-s1",
+            TrainConfig {
+                batch_size: 128,
+                learning_rate: 1.5e-3,
+                seed: 1,
+                ..base.clone()
+            },
+        ),
     ];
     let filter: Option<String> = std::env::args().nth(2);
     for (name, config) in configs {
@@ -47,7 +81,13 @@ fn main() -> anyhow::Result<()> {
         }
         let start = std::time::Instant::now();
         let (tr, va) = split_stratified(all.labels(), config.val_fraction, config.seed);
-        let head = fit(&all.subset(&tr), &all.subset(&va), labels.len(), &config, &mut |_| {})?;
+        let head = fit(
+            &all.subset(&tr),
+            &all.subset(&va),
+            labels.len(),
+            &config,
+            &mut |_| {},
+        )?;
         let probs = head.predict_proba(&val.features, truth.len())?;
         let report = EvalReport::new(&truth, &probs, &labels)?;
         println!(

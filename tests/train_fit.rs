@@ -44,6 +44,9 @@ fn quick_config() -> TrainConfig {
         learning_rate: 3e-3,
         hidden: vec![64],
         patience: 0,
+        // The synthetic features sit far from the origin, which
+        // standardization undoes.
+        standardize: true,
         ..TrainConfig::default()
     }
 }

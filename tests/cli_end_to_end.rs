@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pantry::data::image::decode_for;
+use pantry::predict::{Classifier, ClassifierOptions};
 use serde_json::Value;
 
 fn grocery_dir() -> Option<PathBuf> {
@@ -183,7 +185,7 @@ fn train_eval_predict_on_grocery_subset() {
     );
 }
 
-/// The accuracy floor: Lite0 features with the default head reach
+/// Accuracy floor: Lite0 features with the default head reach
 /// at least 66 % accuracy on the val split (logistic regression on the same
 /// frozen features: 66.6 %).
 #[test]

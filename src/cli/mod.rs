@@ -2,6 +2,7 @@
 
 mod demo;
 mod eval;
+mod export;
 mod predict;
 mod progress;
 mod train;
@@ -38,6 +39,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Predict labels for images, folders or a label file's `file` column.
     Predict(predict::PredictArgs),
+    /// Write a trained model (backbone and head) as an ONNX file.
+    Export(export::ExportArgs),
     /// Train on the Grocery Store dataset and evaluate on its val split.
     Demo(demo::DemoArgs),
 }
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Train(args) => train::run(args, &progress),
         Command::Eval(args) => eval::run(args, &progress),
         Command::Predict(args) => predict::run(args, &progress),
+        Command::Export(args) => export::run(args, &progress),
         Command::Demo(args) => demo::run(args, &progress),
     }
 }

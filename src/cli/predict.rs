@@ -22,7 +22,7 @@ pub struct PredictArgs {
     #[arg(value_name = "INPUT", required = true)]
     pub inputs: Vec<PathBuf>,
 
-    /// Where to write the predictions TSV; `-` for standard output.
+    /// Path of the predictions TSV; `-` for standard output.
     #[arg(long, short, value_name = "FILE")]
     pub output: PathBuf,
 

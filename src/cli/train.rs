@@ -18,7 +18,7 @@ pub struct TrainArgs {
     #[arg(value_name = "DATA")]
     pub data: PathBuf,
 
-    /// Where to write the trained model file.
+    /// Path of the trained model file to write.
     #[arg(long, short, value_name = "MODEL")]
     pub output: PathBuf,
 

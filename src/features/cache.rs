@@ -52,7 +52,7 @@ impl FeatureCache {
         }
     }
 
-    /// Folder that holds this cache's entries.
+    /// Folder containing this cache's entries.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -183,6 +183,77 @@ fn train_eval_predict_on_grocery_subset() {
         stderr.contains("broken.jpg"),
         "stderr names the broken file"
     );
+
+    export_matches_pantry(&model, &[first, second], work.path());
+}
+
+/// Exports the model with `pantry export` and, when ONNX Runtime is
+/// available, checks that the ONNX file gives pantry's probabilities.
+fn export_matches_pantry(model: &Path, images: &[PathBuf], work: &Path) {
+    let onnx = work.join("model.onnx");
+    let output = pantry(&[
+        "export",
+        model.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--output",
+        onnx.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "export failed");
+    let Some(python) = std::env::var_os("PANTRY_ONNX_PYTHON") else {
+        eprintln!("skipped the ONNX Runtime comparison: PANTRY_ONNX_PYTHON is not set");
+        return;
+    };
+
+    let options = ClassifierOptions {
+        weights: None,
+        batch_size: 8,
+        use_cache: false,
+    };
+    let classifier = Classifier::load(model, &options).unwrap();
+    let expected = classifier.probabilities(images, &mut |_| {});
+    let preprocess = &classifier.model().preprocess;
+    let side = preprocess.resolution as usize;
+    let mut input = Vec::new();
+    for image in images {
+        let decoded = decode_for(image, preprocess.resolution).unwrap();
+        input.extend(preprocess.apply(&decoded));
+    }
+    let input_path = work.join("input.f32");
+    let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&input_path, bytes).unwrap();
+    let outputs = work.join("ort");
+    std::fs::create_dir_all(&outputs).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/run_onnx.py");
+    let status = Command::new(python)
+        .arg(&script)
+        .arg(&onnx)
+        .arg(&input_path)
+        .arg(format!("{},{side},{side},3", images.len()))
+        .arg(&outputs)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "ONNX Runtime failed on the exported model"
+    );
+    let raw = std::fs::read(outputs.join("probabilities.f32")).unwrap();
+    let actual: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let classes = classifier.labels().len();
+    assert_eq!(actual.len(), images.len() * classes);
+    for (row, expected) in expected.iter().enumerate() {
+        let expected = expected.as_ref().unwrap();
+        for (class, &p) in expected.iter().enumerate() {
+            let q = actual[row * classes + class];
+            assert!(
+                (p - q).abs() < 1e-4,
+                "image {row} class {class}: pantry {p}, ONNX Runtime {q}"
+            );
+        }
+    }
 }
 
 /// Accuracy floor: Lite0 features with the default head reach

@@ -221,3 +221,14 @@ fn label_count_must_match_classes() {
     );
     assert!(result.is_err());
 }
+
+#[cfg(unix)]
+#[test]
+fn saved_model_is_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    trained_model().save(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o644, 0o644, "mode {mode:o}");
+}

@@ -137,18 +137,26 @@ fn report_skipped_and_failed(
     }
 }
 
-/// Returns a callback that prints one line per epoch.
-fn epoch_printer(progress: &Progress) -> impl FnMut(&pantry::train::EpochSummary) + '_ {
+/// Returns a callback that advances an epoch bar and prints one line per
+/// epoch above it.
+fn epoch_printer(progress: &Progress, epochs: usize) -> impl FnMut(&pantry::train::EpochSummary) + '_ {
+    let bar = progress.bar(epochs, "epochs");
     move |epoch| {
         let figure = |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{v:.4}"));
-        progress.status(&format!(
+        let line = format!(
             "epoch {:>3}: loss {:.4}, val accuracy {}, val macro-F1 {}{}",
             epoch.epoch,
             epoch.train_loss,
             figure(epoch.val_accuracy),
             figure(epoch.val_macro_f1),
             if epoch.is_best { "  (best)" } else { "" }
-        ));
+        );
+        if bar.is_hidden() {
+            progress.status(&line);
+        } else {
+            bar.println(line);
+        }
+        bar.inc(1);
     }
 }
 

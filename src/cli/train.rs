@@ -156,7 +156,7 @@ pub fn train_model(
         )?),
         None => None,
     };
-    let mut on_epoch = super::epoch_printer(progress);
+    let mut on_epoch = super::epoch_printer(progress, config.epochs);
     let summary = workflow::train_and_save(
         &extractor,
         &train,

@@ -4,7 +4,7 @@
 //! The format is sniffed from the file's first bytes, not its extension.
 //! JPEGs go through libjpeg-turbo (built from source by `mozjpeg-sys`),
 //! which can decode at 1/2, 1/4 or 1/8 scale in the DCT domain (see
-//! [`decode_for`]); the rare 12-bit and lossless JPEGs that it cannot read
+//! [`decode_for`]). The rare 12-bit and lossless JPEGs that it cannot read
 //! go through `jpeg-decoder`. PNG, WebP, BMP and GIF go through the `image`
 //! crate.
 

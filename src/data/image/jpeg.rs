@@ -87,10 +87,10 @@ fn scaled_len(len: u32, eighths: u32) -> u32 {
     (len * eighths).div_ceil(8)
 }
 
-/// Converts ink amounts (0 = no ink, four channels per pixel) to RGB. For
-/// both Adobe CMYK and YCCK files, jpeg-decoder 0.3 returns ink amounts,
-/// undoing the inverted storage that Adobe applications write; the
-/// libjpeg path inverts them itself.
+/// Converts ink amounts (0 = no ink, four channels per pixel) to RGB.
+/// jpeg-decoder 0.3 returns ink amounts for both Adobe CMYK and YCCK files,
+/// because it undoes the inverted storage that Adobe applications write.
+/// The libjpeg path inverts such files itself.
 pub(super) fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
     let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
     for pixel in cmyk.chunks_exact(4) {

@@ -3,8 +3,8 @@
 //!
 //! libjpeg reports fatal errors through a callback that must not return.
 //! Ours unwinds with [`std::panic::resume_unwind`], which skips the panic
-//! hook (nothing is printed) and is caught around the whole decode; the C
-//! code is built with unwinding support by the `unwinding` feature. Warnings
+//! hook, so nothing is printed. The unwind is caught around the whole
+//! decode, and the `unwinding` feature builds the C code to let it pass. Warnings
 //! are recorded instead of printed: libjpeg treats data that ends early as
 //! a warning and pads the image with grey, which we turn into an error.
 //! 12-bit and lossless files, which this build cannot read, are handed to
@@ -25,8 +25,8 @@ struct Fatal {
     message: String,
 }
 
-/// libjpeg's error manager followed by what our callbacks record; libjpeg
-/// sees only the first field, so the struct must start with it.
+/// libjpeg's error manager followed by what our callbacks record. libjpeg
+/// reads only the first field, so the struct must start with it.
 #[repr(C)]
 struct ErrorManager {
     base: jpeg_error_mgr,
@@ -70,6 +70,8 @@ pub(super) fn decode_jpeg(
             Ok(fatal) if ended_early || fatal.code == JERR_INPUT_EOF => {
                 Err(DecodeErrorKind::Truncated(fatal.message))
             }
+            // NOTE: no test covers this path, because the test encoder
+            // writes neither 12-bit nor lossless JPEGs.
             Ok(fatal) if fatal.code == JERR_BAD_PRECISION || fatal.code == JERR_SOF_UNSUPPORTED => {
                 super::jpeg::decode_jpeg(bytes, min_side)
             }
@@ -211,6 +213,8 @@ unsafe extern "C-unwind" fn emit_message(cinfo: &mut jpeg_common_struct, level: 
     let errors = &mut *(cinfo.err as *mut ErrorManager);
     if level < 0 {
         errors.base.num_warnings += 1;
+        // NOTE: a file that lacks only its final EOI marker also raises
+        // this warning, so it is reported as truncated as well.
         if errors.base.msg_code == JWRN_JPEG_EOF {
             errors.ended_early = true;
         }

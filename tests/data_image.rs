@@ -337,6 +337,19 @@ fn truncated_jpeg_is_an_error() {
 }
 
 #[test]
+fn truncated_jpeg_is_an_error_when_scaled() {
+    let dir = temp();
+    let bytes = jpeg(&smooth(256, 256), 90, true);
+    let path = write(dir.path(), "half.jpg", &bytes[..bytes.len() / 2]);
+    let error = decode_for(&path, 32).expect_err("decoding should fail");
+    assert!(
+        matches!(error.kind, DecodeErrorKind::Truncated(_)),
+        "{error}"
+    );
+    assert!(error.to_string().contains("half.jpg"), "{error}");
+}
+
+#[test]
 fn truncated_png_is_an_error() {
     let dir = temp();
     let bytes = png_rgb8(&smooth(64, 64));

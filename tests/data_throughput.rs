@@ -11,8 +11,9 @@ use image::{Rgb, RgbImage};
 use pantry::data::image::{decode_bytes, decode_for};
 use pantry::data::transform::Preprocess;
 
-/// CPU time of the whole process (all threads, since jpeg-decoder may
-/// spread work over rayon threads), from Linux's /proc; `None` elsewhere.
+/// CPU time of the whole process (all threads, since the `image` crate's
+/// decoders may spread work over threads), from Linux's /proc; `None`
+/// elsewhere.
 /// Timing by CPU time keeps the figure meaningful on a busy machine.
 fn process_cpu_time() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -78,7 +79,7 @@ fn phone_jpeg_throughput() {
             }),
         );
         describe(
-            "jpeg-decoder full size",
+            "libjpeg full size",
             rate(3, || {
                 let _ = decode_bytes(&bytes, None).unwrap();
             }),

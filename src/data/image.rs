@@ -2,9 +2,11 @@
 //! conversion, alpha compositing and a size limit.
 //!
 //! The format is sniffed from the file's first bytes, not its extension.
-//! JPEGs go through `jpeg-decoder`, which can decode at 1/2, 1/4 or 1/8
-//! scale in the DCT domain (see [`decode_for`]). PNG, WebP, BMP and GIF go
-//! through the `image` crate.
+//! JPEGs go through libjpeg-turbo (built from source by `mozjpeg-sys`),
+//! which can decode at 1/2, 1/4 or 1/8 scale in the DCT domain (see
+//! [`decode_for`]). The rare 12-bit and lossless JPEGs that it cannot read
+//! go through `jpeg-decoder`. PNG, WebP, BMP and GIF go through the `image`
+//! crate.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
 
 mod jpeg;
+mod libjpeg;
 
 /// Largest accepted image, in pixels of the stored (unscaled) image: 160
 /// megapixels, over ten times a 12-megapixel phone photo. Larger claims are
@@ -76,7 +79,7 @@ fn decode_scaled(path: &Path, min_side: Option<u32>) -> Result<RgbImage, DecodeE
 pub fn decode_bytes(bytes: &[u8], min_side: Option<u32>) -> Result<RgbImage, DecodeErrorKind> {
     let format = sniff_format(bytes)?;
     if format == ImageFormat::Jpeg {
-        jpeg::decode_jpeg(bytes, min_side)
+        libjpeg::decode_jpeg(bytes, min_side)
     } else {
         decode_with_image_crate(bytes, format)
     }

@@ -1,5 +1,6 @@
 //! JPEG decoding through `jpeg-decoder` 0.3, with downscaling in the DCT
-//! domain and CMYK/YCCK conversion.
+//! domain and CMYK/YCCK conversion: the path for the 12-bit and lossless
+//! files that libjpeg cannot read.
 
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
@@ -86,10 +87,11 @@ fn scaled_len(len: u32, eighths: u32) -> u32 {
     (len * eighths).div_ceil(8)
 }
 
-/// Converts jpeg-decoder's 4-channel output to RGB. For both Adobe CMYK and
-/// YCCK files, jpeg-decoder 0.3 returns ink amounts (0 = no ink), undoing
-/// the inverted storage that Adobe applications write.
-fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+/// Converts ink amounts (0 = no ink, four channels per pixel) to RGB.
+/// jpeg-decoder 0.3 returns ink amounts for both Adobe CMYK and YCCK files,
+/// because it undoes the inverted storage that Adobe applications write.
+/// The libjpeg path inverts such files itself.
+pub(super) fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
     let mut rgb = Vec::with_capacity(cmyk.len() / 4 * 3);
     for pixel in cmyk.chunks_exact(4) {
         let white = 255 - u32::from(pixel[3]);

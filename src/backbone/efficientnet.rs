@@ -130,12 +130,28 @@ impl EfficientNet {
                 .par_chunks_exact(image_len)
                 .zip(features.par_chunks_exact_mut(dim))
                 .for_each(|(image, out)| self.forward_image(exec, image, out));
-        } else {
+        } else if threads > 1 {
             // Few images: each layer splits its rows or columns over the
-            // threads.
+            // threads. The pass runs on a pool thread, so that this thread
+            // computes its share of every split instead of sleeping until
+            // the pool finishes; each of the hundred or so splits then costs
+            // a work-stealing handoff rather than a cross-thread wake-up.
             let exec = Exec {
                 isa: self.isa,
-                parallel: threads > 1,
+                parallel: true,
+            };
+            rayon::scope(|_| {
+                for (image, out) in input
+                    .chunks_exact(image_len)
+                    .zip(features.chunks_exact_mut(dim))
+                {
+                    self.forward_image(exec, image, out);
+                }
+            });
+        } else {
+            let exec = Exec {
+                isa: self.isa,
+                parallel: false,
             };
             for (image, out) in input
                 .chunks_exact(image_len)
@@ -156,7 +172,9 @@ impl EfficientNet {
             isa: self.isa,
             parallel: rayon::current_num_threads() > 1,
         };
-        self.classifier.forward(exec, &features, None, &mut logits);
+        rayon::scope(|_| {
+            self.classifier.forward(exec, &features, None, &mut logits);
+        });
         Ok(logits)
     }
 

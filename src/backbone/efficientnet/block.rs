@@ -3,7 +3,7 @@
 //! share is made, filtered and projected while it is still in the core's
 //! cache instead of making a round trip through memory per layer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -28,6 +28,9 @@ struct BandScratch {
 
 thread_local! {
     static SCRATCH: RefCell<BandScratch> = RefCell::new(BandScratch::default());
+    /// Whole-layer buffers of [`Block::forward_layers`], reused between
+    /// calls: allocating them per block cost page faults and zeroing.
+    static LAYER_SCRATCH: Cell<BandScratch> = Cell::new(BandScratch::default());
 }
 
 fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
@@ -94,15 +97,25 @@ impl Block {
         let pad = self.depthwise.column_padding(width);
         let hidden_row = (pad.before + width + pad.after) * hidden;
         let interior = pad.before * hidden..(pad.before + width) * hidden;
-        // Zero-initialized, so the padding columns are already in place.
-        let mut expanded = vec![0.0; height * hidden_row];
+        // Buffers kept from the previous call; taken out of the thread-local
+        // so that a nested call on this thread gets fresh ones.
+        let BandScratch {
+            mut expanded,
+            mut filtered,
+        } = LAYER_SCRATCH.with(|cell| cell.take());
+        ensure_len(&mut expanded, height * hidden_row);
+        let expanded_len = height * hidden_row;
         let rows_per_part = height.div_ceil(rayon::current_num_threads());
-        expanded
+        expanded[..expanded_len]
             .par_chunks_mut(rows_per_part * hidden_row)
             .enumerate()
             .for_each(|(index, part)| {
                 let first = index * rows_per_part;
                 let rows = part.len() / hidden_row;
+                for row in part.chunks_exact_mut(hidden_row) {
+                    row[..interior.start].fill(0.0);
+                    row[interior.end..].fill(0.0);
+                }
                 let source = &input[first * in_row..(first + rows) * in_row];
                 match &self.expand {
                     Some(expand) => {
@@ -125,16 +138,19 @@ impl Block {
 
         let (out_h, out_w) = self.depthwise.output_size(height, width);
         let window = InputWindow {
-            rows: &expanded,
+            rows: &expanded[..expanded_len],
             first_row: 0,
             height,
             width,
         };
-        let mut filtered = vec![0.0; out_h * out_w * hidden];
+        let filtered_len = out_h * out_w * hidden;
+        ensure_len(&mut filtered, filtered_len);
         self.depthwise
-            .forward_rows(exec, &window, 0..out_h, &mut filtered);
+            .forward_rows(exec, &window, 0..out_h, &mut filtered[..filtered_len]);
         let residual = self.residual.then_some(input);
-        self.project.forward(exec, &filtered, residual, output);
+        self.project
+            .forward(exec, &filtered[..filtered_len], residual, output);
+        LAYER_SCRATCH.with(|cell| cell.replace(BandScratch { expanded, filtered }));
     }
 
     /// Output rows per band: as many as keep the band near `BAND_FLOATS`.

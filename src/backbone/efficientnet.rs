@@ -132,10 +132,8 @@ impl EfficientNet {
                 .for_each(|(image, out)| self.forward_image(exec, image, out));
         } else if threads > 1 {
             // Few images: each layer splits its rows or columns over the
-            // threads. The pass runs on a pool thread, so that this thread
-            // computes its share of every split instead of sleeping until
-            // the pool finishes; each of the hundred or so splits then costs
-            // a work-stealing handoff rather than a cross-thread wake-up.
+            // threads. Running on a pool thread lets this thread take its
+            // share of each split instead of sleeping until a worker wakes.
             let exec = Exec {
                 isa: self.isa,
                 parallel: true,

@@ -92,10 +92,8 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
 }
 
 /// Computes channels `0..vector_end` of every pixel in the row, in blocks
-/// of 8, 4, 2 and 1 pixels. Each pixel block runs over all channel groups
-/// before the next block starts: the input columns the block reads (a few
-/// KiB) then stay in L1 while every group uses its part of their cache
-/// lines, whereas a whole wide row of an expanded layer does not fit.
+/// of 8, 4, 2 and 1 pixels. All channel groups of a block run before the
+/// next block, so the block's input columns stay in L1 (a whole row does not).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn row_blocks<const K: usize, const S: usize>(

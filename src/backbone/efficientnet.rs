@@ -130,12 +130,26 @@ impl EfficientNet {
                 .par_chunks_exact(image_len)
                 .zip(features.par_chunks_exact_mut(dim))
                 .for_each(|(image, out)| self.forward_image(exec, image, out));
-        } else {
+        } else if threads > 1 {
             // Few images: each layer splits its rows or columns over the
-            // threads.
+            // threads. Running on a pool thread lets this thread take its
+            // share of each split instead of sleeping until a worker wakes.
             let exec = Exec {
                 isa: self.isa,
-                parallel: threads > 1,
+                parallel: true,
+            };
+            rayon::scope(|_| {
+                for (image, out) in input
+                    .chunks_exact(image_len)
+                    .zip(features.chunks_exact_mut(dim))
+                {
+                    self.forward_image(exec, image, out);
+                }
+            });
+        } else {
+            let exec = Exec {
+                isa: self.isa,
+                parallel: false,
             };
             for (image, out) in input
                 .chunks_exact(image_len)
@@ -156,7 +170,9 @@ impl EfficientNet {
             isa: self.isa,
             parallel: rayon::current_num_threads() > 1,
         };
-        self.classifier.forward(exec, &features, None, &mut logits);
+        rayon::scope(|_| {
+            self.classifier.forward(exec, &features, None, &mut logits);
+        });
         Ok(logits)
     }
 

@@ -61,14 +61,16 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
     let out = out_row.as_mut_ptr();
     let bias = conv.bias.as_ptr();
     let vector_end = c / 8 * 8;
-    for ch in (0..vector_end).step_by(8) {
-        let bias = _mm256_loadu_ps(bias.wrapping_add(ch));
-        match (k, s) {
-            (3, 1) => row_vector::<3, 1>(&args, g.out_width, ch, bias, out),
-            (3, 2) => row_vector::<3, 2>(&args, g.out_width, ch, bias, out),
-            (5, 1) => row_vector::<5, 1>(&args, g.out_width, ch, bias, out),
-            (5, 2) => row_vector::<5, 2>(&args, g.out_width, ch, bias, out),
-            _ => row_vector_any(&args, k, s, g.out_width, ch, bias, out),
+    match (k, s) {
+        (3, 1) => row_blocks::<3, 1>(&args, g.out_width, vector_end, bias, out),
+        (3, 2) => row_blocks::<3, 2>(&args, g.out_width, vector_end, bias, out),
+        (5, 1) => row_blocks::<5, 1>(&args, g.out_width, vector_end, bias, out),
+        (5, 2) => row_blocks::<5, 2>(&args, g.out_width, vector_end, bias, out),
+        _ => {
+            for ch in (0..vector_end).step_by(8) {
+                let bias = _mm256_loadu_ps(bias.wrapping_add(ch));
+                row_vector_any(&args, k, s, g.out_width, ch, bias, out);
+            }
         }
     }
 
@@ -89,32 +91,50 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
     }
 }
 
-/// Computes channels `ch..ch + 8` of every pixel in the row, in blocks of
-/// 8, 4, 2 and 1 pixels.
+/// Computes channels `0..vector_end` of every pixel in the row, in blocks
+/// of 8, 4, 2 and 1 pixels. All channel groups of a block run before the
+/// next block, so the block's input columns stay in L1 (a whole row does not).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_vector<const K: usize, const S: usize>(
+unsafe fn row_blocks<const K: usize, const S: usize>(
     args: &RowArgs,
     out_width: usize,
-    ch: usize,
-    bias: __m256,
+    vector_end: usize,
+    bias: *const f32,
     out: *mut f32,
 ) {
     let mut ox = 0;
     while ox + 8 <= out_width {
-        pixel_block::<K, S, 8>(args, ox, ch, bias, out);
+        channel_groups::<K, S, 8>(args, ox, vector_end, bias, out);
         ox += 8;
     }
     if ox + 4 <= out_width {
-        pixel_block::<K, S, 4>(args, ox, ch, bias, out);
+        channel_groups::<K, S, 4>(args, ox, vector_end, bias, out);
         ox += 4;
     }
     if ox + 2 <= out_width {
-        pixel_block::<K, S, 2>(args, ox, ch, bias, out);
+        channel_groups::<K, S, 2>(args, ox, vector_end, bias, out);
         ox += 2;
     }
     if ox < out_width {
-        pixel_block::<K, S, 1>(args, ox, ch, bias, out);
+        channel_groups::<K, S, 1>(args, ox, vector_end, bias, out);
+    }
+}
+
+/// Computes channels `0..vector_end` of output pixels `ox..ox + P`, eight
+/// channels at a time.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn channel_groups<const K: usize, const S: usize, const P: usize>(
+    args: &RowArgs,
+    ox: usize,
+    vector_end: usize,
+    bias: *const f32,
+    out: *mut f32,
+) {
+    for ch in (0..vector_end).step_by(8) {
+        let bias = _mm256_loadu_ps(bias.wrapping_add(ch));
+        pixel_block::<K, S, P>(args, ox, ch, bias, out);
     }
 }
 

@@ -3,14 +3,14 @@
 //! share is made, filtered and projected while it is still in the core's
 //! cache instead of making a round trip through memory per layer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::build::Block;
 use crate::kernels::depthwise::{input_rows, InputWindow};
-use crate::kernels::pointwise::OutputRows;
+use crate::kernels::pointwise::{OutputRows, COLUMN_SPLIT_PIXELS};
 use crate::kernels::Exec;
 
 /// Target size, in floats, of one band's expanded rows plus its depthwise
@@ -28,6 +28,9 @@ struct BandScratch {
 
 thread_local! {
     static SCRATCH: RefCell<BandScratch> = RefCell::new(BandScratch::default());
+    /// Whole-layer buffers of [`Block::forward_layers`], reused between
+    /// calls: allocating them per block cost page faults and zeroing.
+    static LAYER_SCRATCH: Cell<BandScratch> = Cell::new(BandScratch::default());
 }
 
 fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
@@ -90,12 +93,64 @@ impl Block {
         output: &mut [f32],
     ) {
         let hidden = self.depthwise.channels;
+        let pad = self.depthwise.column_padding(width);
+        let hidden_row = (pad.before + width + pad.after) * hidden;
+        let interior = pad.before * hidden..(pad.before + width) * hidden;
+        // Buffers of the previous call. Taking them out of the thread-local
+        // gives a nested call on this thread fresh ones.
+        let BandScratch {
+            mut expanded,
+            mut filtered,
+        } = LAYER_SCRATCH.with(|cell| cell.take());
+        ensure_len(&mut expanded, height * hidden_row);
+        let expanded_len = height * hidden_row;
+        if let (Some(expand), true) = (&self.expand, height * width < COLUMN_SPLIT_PIXELS) {
+            for row in expanded[..expanded_len].chunks_exact_mut(hidden_row) {
+                row[..interior.start].fill(0.0);
+                row[interior.end..].fill(0.0);
+            }
+            let layout = OutputRows {
+                pixels_per_row: width,
+                row_stride: hidden_row,
+            };
+            let interior_rows = &mut expanded[interior.start..expanded_len];
+            expand.forward_rows_split(exec, input, layout, interior_rows);
+        } else {
+            self.expand_by_rows(exec, input, height, width, &mut expanded[..expanded_len]);
+        }
+
+        let (out_h, out_w) = self.depthwise.output_size(height, width);
+        let window = InputWindow {
+            rows: &expanded[..expanded_len],
+            first_row: 0,
+            height,
+            width,
+        };
+        let filtered_len = out_h * out_w * hidden;
+        ensure_len(&mut filtered, filtered_len);
+        self.depthwise
+            .forward_rows(exec, &window, 0..out_h, &mut filtered[..filtered_len]);
+        let residual = self.residual.then_some(input);
+        self.project
+            .forward(exec, &filtered[..filtered_len], residual, output);
+        LAYER_SCRATCH.with(|cell| cell.replace(BandScratch { expanded, filtered }));
+    }
+
+    /// Expands (or copies) `input` into the padded rows of `expanded`,
+    /// splitting the rows over the threads.
+    fn expand_by_rows(
+        &self,
+        exec: Exec,
+        input: &[f32],
+        height: usize,
+        width: usize,
+        expanded: &mut [f32],
+    ) {
+        let hidden = self.depthwise.channels;
         let in_row = input.len() / height;
         let pad = self.depthwise.column_padding(width);
         let hidden_row = (pad.before + width + pad.after) * hidden;
         let interior = pad.before * hidden..(pad.before + width) * hidden;
-        // Zero-initialized, so the padding columns are already in place.
-        let mut expanded = vec![0.0; height * hidden_row];
         let rows_per_part = height.div_ceil(rayon::current_num_threads());
         expanded
             .par_chunks_mut(rows_per_part * hidden_row)
@@ -103,6 +158,10 @@ impl Block {
             .for_each(|(index, part)| {
                 let first = index * rows_per_part;
                 let rows = part.len() / hidden_row;
+                for row in part.chunks_exact_mut(hidden_row) {
+                    row[..interior.start].fill(0.0);
+                    row[interior.end..].fill(0.0);
+                }
                 let source = &input[first * in_row..(first + rows) * in_row];
                 match &self.expand {
                     Some(expand) => {
@@ -122,19 +181,6 @@ impl Block {
                     }
                 }
             });
-
-        let (out_h, out_w) = self.depthwise.output_size(height, width);
-        let window = InputWindow {
-            rows: &expanded,
-            first_row: 0,
-            height,
-            width,
-        };
-        let mut filtered = vec![0.0; out_h * out_w * hidden];
-        self.depthwise
-            .forward_rows(exec, &window, 0..out_h, &mut filtered);
-        let residual = self.residual.then_some(input);
-        self.project.forward(exec, &filtered, residual, output);
     }
 
     /// Output rows per band: as many as keep the band near `BAND_FLOATS`.

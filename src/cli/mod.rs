@@ -139,7 +139,10 @@ fn report_skipped_and_failed(
 
 /// Returns a callback that advances an epoch bar and prints one line per
 /// epoch above it.
-fn epoch_printer(progress: &Progress, epochs: usize) -> impl FnMut(&pantry::train::EpochSummary) + '_ {
+fn epoch_printer(
+    progress: &Progress,
+    epochs: usize,
+) -> impl FnMut(&pantry::train::EpochSummary) + '_ {
     let bar = progress.bar(epochs, "epochs");
     move |epoch| {
         let figure = |value: Option<f64>| value.map_or("n/a".to_string(), |v| format!("{v:.4}"));

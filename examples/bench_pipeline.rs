@@ -17,8 +17,13 @@ use pantry::features::Extractor;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let label_file = PathBuf::from(args.first().context("usage: bench_pipeline LABEL_FILE [BACKBONE] [BATCH]")?);
-    let kind: BackboneKind = args.get(1).map_or(Ok(BackboneKind::Lite0), |name| name.parse())?;
+    let label_file = PathBuf::from(
+        args.first()
+            .context("usage: bench_pipeline LABEL_FILE [BACKBONE] [BATCH]")?,
+    );
+    let kind: BackboneKind = args
+        .get(1)
+        .map_or(Ok(BackboneKind::Lite0), |name| name.parse())?;
     let batch: usize = args.get(2).map_or(Ok(32), |text| text.parse())?;
 
     let (resolved, weights) = weights::load(kind, None)?;

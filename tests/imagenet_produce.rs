@@ -1,7 +1,7 @@
-//! The Lite0 port with pantry's own decoding and preprocessing puts the true
-//! ImageNet class in the top 5 on real Grocery photos of produce that
-//! ImageNet has classes for, as the reference network does (at least 38 of
-//! these 40 photos).
+//! Checks the Lite0 port end to end on real photos. Grocery photos of
+//! produce that ImageNet has classes for go through pantry's own decoding
+//! and preprocessing. The true ImageNet class must be in the top 5 for at
+//! least 38 of these 40 photos, as it is for the reference network.
 
 use std::path::PathBuf;
 

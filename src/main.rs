@@ -30,7 +30,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(cli::EXIT_FAILURE)
+            if err.downcast_ref::<cli::UsageError>().is_some() {
+                ExitCode::from(cli::EXIT_USAGE)
+            } else {
+                ExitCode::from(cli::EXIT_FAILURE)
+            }
         }
     }
 }

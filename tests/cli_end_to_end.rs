@@ -132,6 +132,7 @@ fn train_eval_predict_on_grocery_subset() {
     std::fs::write(&broken, b"\xff\xd8\xff\xe0 this is not a JPEG").unwrap();
     let first = grocery.join(&rows[0].0);
     let second = grocery.join(&rows[1].0);
+    let missing = work.path().join("missing.jpg");
     let predictions = work.path().join("predictions.tsv");
     let output = pantry(&[
         "predict",
@@ -139,6 +140,7 @@ fn train_eval_predict_on_grocery_subset() {
         first.to_str().unwrap(),
         broken.to_str().unwrap(),
         second.to_str().unwrap(),
+        missing.to_str().unwrap(),
         "--output",
         predictions.to_str().unwrap(),
         "--top-k",
@@ -164,10 +166,17 @@ fn train_eval_predict_on_grocery_subset() {
         ["file", "label", "confidence", "label_2", "score_2", "error"]
     );
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(records.len(), 3, "one row per input");
+    assert_eq!(records.len(), 4, "one row per input");
     assert_eq!(&records[0][0], first.to_str().unwrap());
     assert_eq!(&records[1][0], broken.to_str().unwrap());
     assert_eq!(&records[2][0], second.to_str().unwrap());
+    assert_eq!(&records[3][0], missing.to_str().unwrap());
+    assert_eq!(&records[3][1], "", "the missing file gets an empty label");
+    assert!(
+        records[3][5].contains("No such file"),
+        "error: {}",
+        &records[3][5]
+    );
     assert!(
         labels.contains(&records[0][1].to_string()),
         "first row has a known label"
@@ -182,6 +191,26 @@ fn train_eval_predict_on_grocery_subset() {
     assert!(
         stderr.contains("broken.jpg"),
         "stderr names the broken file"
+    );
+
+    // An output path that names the model is rejected before anything is written.
+    let before = std::fs::read(&model).unwrap();
+    let output = pantry(&[
+        "predict",
+        model.to_str().unwrap(),
+        first.to_str().unwrap(),
+        "--output",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "overwriting the model is a usage error"
+    );
+    assert_eq!(
+        std::fs::read(&model).unwrap(),
+        before,
+        "the model file is unchanged"
     );
 
     export_matches_pantry(&model, &[first, second], work.path());

@@ -96,7 +96,7 @@ pub fn run(args: DemoArgs, progress: &Progress) -> Result<u8> {
         seed: args.seed,
         ..TrainConfig::default()
     };
-    let summary = train_model(&train_args, config, progress)?;
+    let (summary, _failed) = train_model(&train_args, config, progress)?;
     print_summary(&summary);
 
     let predictions = args.output.join("val-predictions.tsv");

@@ -15,8 +15,29 @@ pub use progress::Progress;
 
 /// Exit code when the command failed as a whole.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for invalid command-line arguments, as clap uses.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code when a batch finished but some inputs could not be handled.
 pub const EXIT_SOME_INPUTS_FAILED: u8 = 3;
+
+/// An argument value outside its valid range, reported with
+/// [`EXIT_USAGE`] like clap's own parse errors.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl UsageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        UsageError(message.into())
+    }
+}
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// Train image classifiers on labelled product photos by transfer learning
 /// from EfficientNet-Lite, evaluate them and predict labels for new photos.

@@ -9,7 +9,7 @@ use clap::Args;
 use pantry::data::source::collect_inputs;
 use pantry::predict::{write_tsv, PredictionRow};
 
-use super::{BackboneArgs, Progress, EXIT_SOME_INPUTS_FAILED};
+use super::{BackboneArgs, Progress, UsageError, EXIT_SOME_INPUTS_FAILED};
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -36,9 +36,24 @@ pub struct PredictArgs {
 
 pub fn run(args: PredictArgs, progress: &Progress) -> Result<u8> {
     if args.top_k == 0 {
-        bail!("--top-k must be at least 1");
+        return Err(UsageError::new("--top-k must be at least 1").into());
     }
     let inputs = collect_inputs(&args.inputs)?;
+    if inputs.is_empty() {
+        bail!("no images found in the inputs given");
+    }
+    if args.output.as_os_str() != "-" {
+        let model = std::iter::once(args.model.as_path());
+        for protected in model.chain(inputs.iter().map(|input| input.path.as_path())) {
+            if same_file(&args.output, protected) {
+                return Err(UsageError::new(format!(
+                    "--output {} would overwrite an input of this command; choose another file",
+                    args.output.display()
+                ))
+                .into());
+            }
+        }
+    }
     let classifier = super::load_classifier(&args.model, &args.backbone_args, progress)?;
     let paths: Vec<PathBuf> = inputs.iter().map(|input| input.path.clone()).collect();
 
@@ -94,4 +109,12 @@ pub fn run(args: PredictArgs, progress: &Progress) -> Result<u8> {
         return Ok(EXIT_SOME_INPUTS_FAILED);
     }
     Ok(0)
+}
+
+/// Reports whether two paths name the same existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }

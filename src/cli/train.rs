@@ -9,7 +9,7 @@ use pantry::backbone::BackboneKind;
 use pantry::train::TrainConfig;
 use pantry::workflow::{self, LabelledFeatures, TrainSummary};
 
-use super::{BackboneArgs, Progress};
+use super::{BackboneArgs, Progress, UsageError, EXIT_SOME_INPUTS_FAILED};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -90,7 +90,7 @@ impl TrainArgs {
         };
         if let Some(epochs) = self.epochs {
             if epochs == 0 {
-                bail!("--epochs must be at least 1");
+                return Err(UsageError::new("--epochs must be at least 1").into());
             }
             config.epochs = epochs;
         }
@@ -130,22 +130,36 @@ fn parse_hidden(text: &str) -> Result<Vec<usize>> {
 pub fn run(args: TrainArgs, progress: &Progress) -> Result<u8> {
     let config = args.train_config()?;
     if !(0.0..1.0).contains(&args.val_fraction) {
-        bail!(
+        let message = format!(
             "--val-fraction must be in [0, 1), got {}",
             args.val_fraction
         );
+        return Err(UsageError::new(message).into());
     }
-    let summary = train_model(&args, config, progress)?;
+    let checked = TrainConfig {
+        val_fraction: args.val_fraction,
+        ..config.clone()
+    };
+    checked
+        .validate()
+        .map_err(|err| UsageError::new(format!("{err:#}")))?;
+    let (summary, failed) = train_model(&args, config, progress)?;
     print_summary(&summary);
+    if failed > 0 {
+        eprintln!("error: {failed} images could not be decoded and were left out of training (listed above)");
+        return Ok(EXIT_SOME_INPUTS_FAILED);
+    }
     Ok(0)
 }
 
-/// Runs the whole training job; `demo` calls it too.
+/// Runs the whole training job and returns its summary with the number of
+/// training and validation images that failed to decode; `demo` calls it
+/// too.
 pub fn train_model(
     args: &TrainArgs,
     mut config: TrainConfig,
     progress: &Progress,
-) -> Result<TrainSummary> {
+) -> Result<(TrainSummary, usize)> {
     config.val_fraction = args.val_fraction;
     let extractor = super::load_extractor(args.backbone, &args.backbone_args, progress)?;
     let images = args.images.as_deref();
@@ -170,7 +184,8 @@ pub fn train_model(
             "{count} validation images are labelled {label:?}, which the training data lacks; they were left out"
         ));
     }
-    Ok(summary)
+    let failed = train.failures.len() + val.as_ref().map_or(0, |val| val.failures.len());
+    Ok((summary, failed))
 }
 
 pub fn print_summary(summary: &TrainSummary) {

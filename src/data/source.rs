@@ -114,14 +114,16 @@ pub struct Input {
 /// below it, sorted, with hidden and non-image files left out. A `.tsv`,
 /// `.csv` or `.txt` file gives the paths in its `file` column in file order,
 /// named as written there so that predictions line up with the label file.
-/// Any other file is taken as an image itself, so that a file which does
-/// not decode still gets a result.
+/// Any other path, also one that does not exist, is taken as an image
+/// itself, so that a file which cannot be read or decoded still gets a
+/// result.
 pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
     let mut collected = Vec::new();
     for input in inputs {
-        let metadata = std::fs::metadata(input)
-            .with_context(|| format!("failed to read input {}", input.display()))?;
-        if metadata.is_dir() {
+        // A path that cannot be inspected still gets a row, whose error
+        // names the cause once reading it fails.
+        let is_dir = std::fs::metadata(input).is_ok_and(|metadata| metadata.is_dir());
+        if is_dir {
             let mut paths = Vec::new();
             let mut skipped = Vec::new();
             collect_images(input, &mut paths, &mut skipped)?;
@@ -129,7 +131,7 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
                 name: path.display().to_string(),
                 path,
             }));
-        } else if is_label_file(input) {
+        } else if is_label_file(input) && input.is_file() {
             let rows = read_label_rows(input, &parent_dir(input), false)?;
             collected.extend(rows.into_iter().map(|(name, sample)| Input {
                 name,

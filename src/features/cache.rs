@@ -10,6 +10,11 @@ use crate::backbone::BackboneKind;
 use crate::cache::{cache_root, write_atomic};
 use crate::data::transform::Preprocess;
 
+/// Version of the code that computes features, part of every cache key.
+/// Bump it when decoding, preprocessing or the backbone kernels change
+/// their output, so that features from older code are not reused.
+pub const FEATURE_CODE_VERSION: &str = "2";
+
 /// Feature vectors stored under one folder per (backbone, weights,
 /// preprocessing) combination, one file per image content hash.
 ///
@@ -42,6 +47,8 @@ impl FeatureCache {
         preprocess: &Preprocess,
     ) -> Self {
         let mut hasher = Sha256::new();
+        hasher.update(FEATURE_CODE_VERSION.as_bytes());
+        hasher.update([0]);
         hasher.update(backbone_sha256.as_bytes());
         hasher.update([0]);
         hasher.update(preprocess.cache_key().as_bytes());

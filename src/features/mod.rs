@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use rayon::prelude::*;
 
-pub use cache::{content_sha256, FeatureCache};
+pub use cache::{content_sha256, FeatureCache, FEATURE_CODE_VERSION};
 
 use crate::backbone::efficientnet::EfficientNet;
 use crate::backbone::weights::ResolvedWeights;

@@ -73,7 +73,9 @@ pub fn run(args: DemoArgs, progress: &Progress) -> Result<u8> {
         data: splits.train.clone(),
         output: model_path.clone(),
         backbone: args.backbone,
-        val: Some(splits.val.clone()),
+        // Early stopping uses a hold-out of the train split, so the val
+        // split stays unseen until the final evaluation.
+        val: None,
         val_fraction: 0.15,
         images: Some(splits.images.clone()),
         epochs: None,
@@ -87,7 +89,7 @@ pub fn run(args: DemoArgs, progress: &Progress) -> Result<u8> {
         backbone_args: args.backbone_args.clone(),
     };
     progress.status(&format!(
-        "training {} on {} (validating on {})",
+        "training {} on {} (evaluating on {})",
         args.backbone,
         splits.train.display(),
         splits.val.display()

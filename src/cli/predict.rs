@@ -79,11 +79,13 @@ pub fn run(args: PredictArgs, progress: &Progress) -> Result<u8> {
         .collect();
 
     let labels = classifier.labels();
+    // A model cannot rank more labels than it has.
+    let top_k = args.top_k.min(labels.len());
     if args.output.as_os_str() == "-" {
-        write_tsv(std::io::stdout().lock(), &rows, labels, args.top_k)?;
+        write_tsv(std::io::stdout().lock(), &rows, labels, top_k)?;
     } else {
         let mut bytes = Vec::new();
-        write_tsv(&mut bytes, &rows, labels, args.top_k)?;
+        write_tsv(&mut bytes, &rows, labels, top_k)?;
         pantry::cache::write_atomic(&args.output, &bytes).with_context(|| {
             format!(
                 "failed to write the predictions to {}",

@@ -3,7 +3,7 @@
 mod cli;
 
 /// Head training and feature extraction allocate and free many
-/// megabyte-sized buffers per step; glibc's allocator returns them to the
+/// megabyte-sized buffers per step. glibc's allocator returns them to the
 /// kernel each time, so page faults then cost as much as the arithmetic.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -69,19 +69,36 @@ impl Classifier {
         on_done: &mut dyn FnMut(usize),
     ) -> Vec<Result<Vec<f32>, InputError>> {
         let features = self.extractor.extract(paths, on_done);
+        // One head pass over every good row: the head rebuilds its weight
+        // tensors on each call, so per-image calls would repeat that work.
+        let good: Vec<f32> = features
+            .iter()
+            .filter_map(|feature| feature.as_ref().ok())
+            .flatten()
+            .copied()
+            .collect();
+        let count = good.len() / self.extractor.dim();
+        let probabilities = match self.model.head().predict_proba(&good, count) {
+            Ok(probabilities) => probabilities,
+            Err(err) => {
+                let message = format!("the classification head failed: {err:#}");
+                return features
+                    .into_iter()
+                    .zip(paths)
+                    .map(|(feature, path)| {
+                        feature?;
+                        Err(InputError {
+                            path: path.clone(),
+                            message: message.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let mut rows = probabilities.chunks_exact(self.labels().len());
         features
             .into_iter()
-            .zip(paths)
-            .map(|(feature, path)| {
-                let feature = feature?;
-                self.model
-                    .head()
-                    .predict_proba(&feature, 1)
-                    .map_err(|err| InputError {
-                        path: path.clone(),
-                        message: format!("the classification head failed: {err:#}"),
-                    })
-            })
+            .map(|feature| feature.map(|_| rows.next().expect("one row per good input").to_vec()))
             .collect()
     }
 }

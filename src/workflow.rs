@@ -164,6 +164,8 @@ pub fn train_and_save(
 /// order (probabilities or the failure) for writing predictions.
 pub struct Evaluation {
     pub report: EvalReport,
+    /// The model's class names, indexed by class id.
+    pub labels: Vec<String>,
     /// Each input's file and class probabilities, or why it failed.
     pub outcomes: Vec<(PathBuf, Result<Vec<f32>, InputError>)>,
     pub skipped: Vec<Skipped>,
@@ -228,6 +230,7 @@ pub fn evaluate(
         .with_context(|| format!("failed to score the model on {}", data.display()))?;
     Ok(Evaluation {
         report,
+        labels: classifier.labels().to_vec(),
         outcomes: paths.into_iter().zip(probabilities).collect(),
         skipped: dataset.skipped,
         unknown_label_count,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
+use pantry::features::InputError;
 use pantry::metrics::EvalReport;
 use pantry::predict::{write_tsv, PredictionRow};
 use pantry::workflow::{evaluate, Evaluation};
@@ -54,13 +55,7 @@ pub fn run(args: EvalArgs, progress: &Progress) -> Result<u8> {
     } else {
         print_report(&evaluation.report);
     }
-    finish(
-        &args.model,
-        &evaluation,
-        args.predictions.as_deref(),
-        None,
-        progress,
-    )
+    finish(&evaluation, args.predictions.as_deref(), None, progress)
 }
 
 /// Evaluates and writes the optional predictions and metrics files; `demo`
@@ -76,7 +71,7 @@ pub fn evaluate_and_report(
 ) -> Result<u8> {
     let evaluation = run_evaluation(model, data, images, backbone_args, progress)?;
     print_report(&evaluation.report);
-    finish(model, &evaluation, predictions, metrics, progress)
+    finish(&evaluation, predictions, metrics, progress)
 }
 
 fn run_evaluation(
@@ -107,24 +102,18 @@ fn run_evaluation(
 
 /// Writes the optional files, reports failed inputs and picks the exit code.
 fn finish(
-    model: &Path,
     evaluation: &Evaluation,
     predictions: Option<&Path>,
     metrics: Option<&Path>,
     progress: &Progress,
 ) -> Result<u8> {
-    let failures: Vec<_> = evaluation
+    let failures: Vec<InputError> = evaluation
         .outcomes
         .iter()
-        .filter_map(|(_, o)| o.as_ref().err())
+        .filter_map(|(_, outcome)| outcome.as_ref().err().cloned())
         .collect();
-    let skipped: Vec<_> = evaluation.skipped.clone();
-    super::report_skipped_and_failed(&skipped, &[], progress);
-    for failure in &failures {
-        progress.warn(&failure.to_string());
-    }
+    super::report_skipped_and_failed(&evaluation.skipped, &failures, progress);
     if let Some(path) = predictions {
-        let labels = pantry::model_file::ModelFile::load(model)?.labels;
         let rows: Vec<PredictionRow> = evaluation
             .outcomes
             .iter()
@@ -134,7 +123,7 @@ fn finish(
             })
             .collect();
         let mut bytes = Vec::new();
-        write_tsv(&mut bytes, &rows, &labels, 1)?;
+        write_tsv(&mut bytes, &rows, &evaluation.labels, 1)?;
         pantry::cache::write_atomic(path, &bytes)
             .with_context(|| format!("failed to write the predictions to {}", path.display()))?;
     }

@@ -2,7 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Where the commands report progress. Bars draw only on a terminal;
+/// Progress output of the commands. Bars draw only on a terminal, and
 /// status lines go to stderr unless quiet.
 #[derive(Clone, Copy, Debug)]
 pub struct Progress {

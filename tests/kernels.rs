@@ -45,8 +45,19 @@ fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
 #[test]
 fn depthwise_matches_naive_convolution() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let sizes = [(1, 1), (2, 3), (7, 9), (8, 6), (13, 13), (16, 11)];
-    let channel_counts = [1, 5, 8, 19, 40];
+    // Widths give every tail of the 8-pixel blocks at both strides; 200
+    // channels make the AVX2 kernel sweep a row in several channel chunks.
+    let sizes = [
+        (1, 1),
+        (2, 3),
+        (7, 9),
+        (8, 6),
+        (13, 13),
+        (16, 11),
+        (3, 20),
+        (4, 31),
+    ];
+    let channel_counts = [1, 5, 8, 19, 40, 200];
     // 7x7 takes the AVX2 kernel's general path.
     for kernel in [3, 5, 7] {
         for stride in [1, 2] {

@@ -8,9 +8,14 @@
 //! multiple of eight are computed one at a time.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use super::depthwise::{DepthwiseConv, Geometry};
 use super::{valid_taps, Activation};
+
+/// L1 bytes that the input columns of one 8-pixel block may take; wider
+/// channel counts are swept along the row in chunks that fit.
+const BLOCK_BYTES: usize = 24 * 1024;
 
 /// Addresses and constants of one output row, for the pixel blocks.
 struct RowArgs {
@@ -92,8 +97,9 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
 }
 
 /// Computes channels `0..vector_end` of every pixel in the row, in blocks
-/// of 8, 4, 2 and 1 pixels. All channel groups of a block run before the
-/// next block, so the block's input columns stay in L1 (a whole row does not).
+/// of 8 pixels and one block of the remaining 1 to 7. Many channels go in
+/// chunks, each sweeping the row block by block, so that the input columns
+/// neighbouring blocks share are still in L1 (see [`BLOCK_BYTES`]).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn row_blocks<const K: usize, const S: usize>(
@@ -103,36 +109,41 @@ unsafe fn row_blocks<const K: usize, const S: usize>(
     bias: *const f32,
     out: *mut f32,
 ) {
-    let mut ox = 0;
-    while ox + 8 <= out_width {
-        channel_groups::<K, S, 8>(args, ox, vector_end, bias, out);
-        ox += 8;
-    }
-    if ox + 4 <= out_width {
-        channel_groups::<K, S, 4>(args, ox, vector_end, bias, out);
-        ox += 4;
-    }
-    if ox + 2 <= out_width {
-        channel_groups::<K, S, 2>(args, ox, vector_end, bias, out);
-        ox += 2;
-    }
-    if ox < out_width {
-        channel_groups::<K, S, 1>(args, ox, vector_end, bias, out);
+    let full_end = out_width / 8 * 8;
+    let column_bytes = K * (7 * S + K) * size_of::<f32>();
+    let chunk_len = (BLOCK_BYTES / column_bytes / 8 * 8).max(8);
+    for chunk in (0..vector_end).step_by(chunk_len) {
+        let channels = chunk..(chunk + chunk_len).min(vector_end);
+        for ox in (0..full_end).step_by(8) {
+            channel_groups::<K, S, 8>(args, ox, channels.clone(), bias, out);
+        }
+        let ox = full_end;
+        let groups = channels.clone();
+        match out_width - full_end {
+            0 => {}
+            1 => channel_groups::<K, S, 1>(args, ox, groups, bias, out),
+            2 => channel_groups::<K, S, 2>(args, ox, groups, bias, out),
+            3 => channel_groups::<K, S, 3>(args, ox, groups, bias, out),
+            4 => channel_groups::<K, S, 4>(args, ox, groups, bias, out),
+            5 => channel_groups::<K, S, 5>(args, ox, groups, bias, out),
+            6 => channel_groups::<K, S, 6>(args, ox, groups, bias, out),
+            _ => channel_groups::<K, S, 7>(args, ox, groups, bias, out),
+        }
     }
 }
 
-/// Computes channels `0..vector_end` of output pixels `ox..ox + P`, eight
+/// Computes channels `channels` of output pixels `ox..ox + P`, eight
 /// channels at a time.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn channel_groups<const K: usize, const S: usize, const P: usize>(
     args: &RowArgs,
     ox: usize,
-    vector_end: usize,
+    channels: Range<usize>,
     bias: *const f32,
     out: *mut f32,
 ) {
-    for ch in (0..vector_end).step_by(8) {
+    for ch in channels.step_by(8) {
         let bias = _mm256_loadu_ps(bias.wrapping_add(ch));
         pixel_block::<K, S, P>(args, ox, ch, bias, out);
     }
@@ -157,13 +168,24 @@ unsafe fn pixel_block<const K: usize, const S: usize, const P: usize>(
         for (kx, w) in w.iter_mut().enumerate() {
             *w = _mm256_loadu_ps(weight.wrapping_add(kx * c));
         }
-        // Input column `j` of the block feeds output pixel `p` through tap
-        // `kx = j - p * S` when that tap exists.
-        for j in 0..(P - 1) * S + K {
-            let x = _mm256_loadu_ps(input.wrapping_add(j * c));
+        if S == 1 {
+            // Input column `j` of the block feeds output pixel `p` through
+            // tap `kx = j - p` when that tap exists: one load per column.
+            for j in 0..P - 1 + K {
+                let x = _mm256_loadu_ps(input.wrapping_add(j * c));
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    if j >= p && j - p < K {
+                        *acc = _mm256_fmadd_ps(x, w[j - p], *acc);
+                    }
+                }
+            }
+        } else {
+            // Neighbouring pixels share few columns at stride 2; a load per
+            // tap keeps the loop simple enough to unroll into registers.
             for (p, acc) in acc.iter_mut().enumerate() {
-                if j >= p * S && j - p * S < K {
-                    *acc = _mm256_fmadd_ps(x, w[j - p * S], *acc);
+                for (kx, w) in w.iter().enumerate() {
+                    let x = _mm256_loadu_ps(input.wrapping_add((p * S + kx) * c));
+                    *acc = _mm256_fmadd_ps(x, *w, *acc);
                 }
             }
         }

@@ -12,7 +12,10 @@
 #   PANTRY_BENCH_THREADS  threads per side (default 2): ONNX Runtime's
 #                         intra-op threads and RAYON_NUM_THREADS for pantry
 #   PANTRY_BENCH_ROUNDS   interleaved rounds per case (default 5)
-#   PANTRY_BENCH_ITERS    timed runs per process after one warm-up (default 2)
+#   PANTRY_BENCH_ITERS    timed runs per process at batch 32, after one
+#                         warm-up run (default 2); batch 1 gets ten times as
+#                         many after five warm-up runs, since one image takes
+#                         only milliseconds
 #   PANTRY_BENCH_PROFILE  cargo profile to build (default release)
 #   PANTRY_BENCH_VENV     existing virtual environment with onnxruntime,
 #                         numpy and pillow; by default a throwaway one is
@@ -78,17 +81,21 @@ for kind in efficientnet-lite0 efficientnet-lite2; do
     for batch in 1 32; do
         input="$work/$kind-b$batch.f32"
         "$python" bench/make_data.py tensor "$input" "$batch" "$resolution"
-        echo "== timing $kind batch $batch ($rounds rounds)" >&2
+        case "$batch" in
+            1) warmup=5 runs=$((iters * 10)) ;;
+            *) warmup=1 runs="$iters" ;;
+        esac
+        echo "== timing $kind batch $batch ($rounds rounds of $runs runs)" >&2
         for round in $(seq 1 "$rounds"); do
             if [ "$ort_only" = 0 ]; then
                 RAYON_NUM_THREADS="$threads" measure "$results/pantry-$kind-b$batch-r$round" \
                     "$bin/bench_backbone" "$kind" "$input" "$batch" \
-                    --warmup 1 --iters "$iters" --output "$work/pantry-$kind-b$batch.f32"
+                    --warmup "$warmup" --iters "$runs" --output "$work/pantry-$kind-b$batch.f32"
             fi
             measure "$results/ort-$kind-b$batch-r$round" \
                 "$python" bench/ort_backbone.py --model "$work/$kind.onnx" --input "$input" \
                 --batch "$batch" --resolution "$resolution" --threads "$threads" \
-                --warmup 1 --iters "$iters" --output "$work/ort-$kind-b$batch.f32"
+                --warmup "$warmup" --iters "$runs" --output "$work/ort-$kind-b$batch.f32"
         done
     done
 done

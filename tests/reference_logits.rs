@@ -124,18 +124,28 @@ fn check_against_reference(isa: Isa) {
         }
         eprintln!("{kind} ({isa:?}): {batch} images, max |logit difference| {max_diff:.2e}");
 
-        // A single image takes the in-layer threaded path; it must agree too.
+        // A single image takes the in-layer threaded paths (row splits,
+        // hidden-channel splits); they must agree too, also when the shares
+        // of the channels are uneven.
         let image_len = input.len() / batch;
-        let single = network.logits(&input[..image_len], 1).expect("logits");
-        let diff = single
-            .iter()
-            .zip(&logits[..1000])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(
-            diff < 1e-4,
-            "{kind} ({isa:?}): batch 1 differs from batch by {diff}"
-        );
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            let single = pool
+                .install(|| network.logits(&input[..image_len], 1))
+                .expect("logits");
+            let diff = single
+                .iter()
+                .zip(&logits[..1000])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                diff < 1e-4,
+                "{kind} ({isa:?}, {threads} threads): batch 1 differs from batch by {diff}"
+            );
+        }
     }
 }
 

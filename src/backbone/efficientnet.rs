@@ -10,6 +10,7 @@
 
 mod block;
 mod build;
+mod split;
 
 use std::cell::RefCell;
 

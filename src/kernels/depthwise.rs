@@ -104,6 +104,24 @@ impl DepthwiseConv {
         }
     }
 
+    /// Returns the convolution restricted to channels `channels`.
+    pub fn channel_slice(&self, channels: Range<usize>) -> DepthwiseConv {
+        let weight = self
+            .weight
+            .chunks_exact(self.channels)
+            .flat_map(|tap| &tap[channels.clone()])
+            .copied()
+            .collect();
+        DepthwiseConv {
+            channels: channels.len(),
+            kernel: self.kernel,
+            stride: self.stride,
+            weight,
+            bias: self.bias[channels].to_vec(),
+            activation: self.activation,
+        }
+    }
+
     /// Output `(height, width)` for an input of `height` x `width`.
     pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
         (

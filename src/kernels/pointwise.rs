@@ -88,6 +88,39 @@ impl PointwiseConv {
         }
     }
 
+    /// Returns the convolution restricted to output channels `channels`.
+    pub fn output_slice(&self, channels: Range<usize>) -> PointwiseConv {
+        let weight = self
+            .weight
+            .chunks_exact(self.out_channels)
+            .flat_map(|row| &row[channels.clone()])
+            .copied()
+            .collect();
+        let bias = self.bias[channels.clone()].to_vec();
+        Self::from_input_major(
+            self.in_channels,
+            channels.len(),
+            weight,
+            bias,
+            self.activation,
+        )
+    }
+
+    /// Returns the convolution restricted to input channels `channels`, for
+    /// a product split along its inner dimension: the parts' outputs sum to
+    /// this one's before the activation. With `bias` false the part adds no
+    /// bias, so that only one part of the sum carries it.
+    pub fn input_slice(&self, channels: Range<usize>, bias: bool) -> PointwiseConv {
+        let n = self.out_channels;
+        let weight = self.weight[channels.start * n..channels.end * n].to_vec();
+        let bias = if bias {
+            self.bias.clone()
+        } else {
+            vec![0.0; n]
+        };
+        Self::from_input_major(channels.len(), n, weight, bias, self.activation)
+    }
+
     /// Computes `output = activation(input * weight + bias + residual)` for
     /// `input` of `[pixels, in_channels]`; `output` and `residual` are
     /// `[pixels, out_channels]`.

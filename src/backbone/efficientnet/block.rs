@@ -67,7 +67,11 @@ impl Block {
         if halo * threads * 4 > height {
             // Each part of a row split expands `halo` extra input rows, which
             // on a small image is too much repeated work.
-            self.forward_layers(exec, input, height, width, output);
+            if self.can_split_channels(threads) {
+                self.forward_channel_split(exec, input, height, width, output);
+            } else {
+                self.forward_layers(exec, input, height, width, output);
+            }
             return;
         }
         let rows_per_part = out_h.div_ceil(threads);
@@ -183,11 +187,21 @@ impl Block {
             });
     }
 
-    /// Output rows per band: as many as keep the band near `BAND_FLOATS`.
+    /// Output rows per band: as many as keep the band near `BAND_FLOATS`,
+    /// or near the size of the block's weights if that is larger. Every
+    /// band reads both 1x1 weight matrices again, so in the late blocks,
+    /// whose weights outweigh their activations, bands that spill from L2
+    /// still cost less than reading the weights once per few rows.
     fn band_rows(&self, padded_width: usize, out_width: usize) -> usize {
         let hidden = self.depthwise.channels;
         let per_output_row = (self.depthwise.stride * padded_width + out_width) * hidden;
-        (BAND_FLOATS / per_output_row).max(1)
+        let weights = hidden * (self.depthwise_inputs() + self.project.out_channels);
+        (BAND_FLOATS.max(weights) / per_output_row).max(1)
+    }
+
+    /// Channels entering the depthwise convolution's expansion, if any.
+    fn depthwise_inputs(&self) -> usize {
+        self.expand.as_ref().map_or(0, |expand| expand.in_channels)
     }
 
     /// Computes output rows `out_rows` into `output`, band by band, on the

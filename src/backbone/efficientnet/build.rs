@@ -3,6 +3,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 
+use super::split::BlockParts;
 use crate::backbone::{BackboneKind, WeightTensor, Weights};
 use crate::kernels::depthwise::DepthwiseConv;
 use crate::kernels::pointwise::PointwiseConv;
@@ -26,6 +27,8 @@ pub(super) struct Block {
     pub project: PointwiseConv,
     /// Whether the block input is added to the projection output.
     pub residual: bool,
+    /// The block cut by hidden channels, for one image on several threads.
+    pub parts: BlockParts,
 }
 
 /// Blocks per stage: the middle stages scale by the depth multiplier
@@ -211,6 +214,7 @@ fn block(weights: &Weights, index: usize, in_channels: usize, stride: usize) -> 
         depthwise,
         project,
         residual: stride == 1 && in_channels == out_channels,
+        parts: BlockParts::default(),
     })
 }
 

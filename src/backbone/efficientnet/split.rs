@@ -1,0 +1,215 @@
+//! Runs a block on one small image over several threads by giving each
+//! thread a share of the block's hidden channels.
+//!
+//! A row split does not suit a 14x14 or 7x7 image: each part would expand
+//! the rows that its neighbour's depthwise taps reach, and layer-by-layer
+//! splits wait for all threads three times per block. Hidden channels are
+//! independent through the expansion and the depthwise convolution, and the
+//! projection is a sum over them, so each thread runs the whole block on
+//! its channels with its share of the weights, and the partial projections
+//! are added at the end.
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::build::Block;
+use crate::kernels::depthwise::{DepthwiseConv, InputWindow};
+use crate::kernels::pointwise::{OutputRows, PointwiseConv};
+use crate::kernels::{Activation, Exec};
+
+/// The layers of one share of a block's hidden channels.
+#[derive(Clone, Debug)]
+struct BlockPart {
+    expand: PointwiseConv,
+    depthwise: DepthwiseConv,
+    /// Projection from this share's channels; only the first part adds the
+    /// bias.
+    project: PointwiseConv,
+}
+
+/// A block's parts for one thread count, built on first use.
+#[derive(Clone, Debug, Default)]
+pub(super) struct BlockParts(OnceLock<(usize, Vec<BlockPart>)>);
+
+/// Per-thread buffers of one part: its expanded rows and depthwise output.
+#[derive(Default)]
+struct PartScratch {
+    expanded: Vec<f32>,
+    filtered: Vec<f32>,
+}
+
+thread_local! {
+    static PART_SCRATCH: Cell<PartScratch> = Cell::new(PartScratch::default());
+    /// Projections of the parts after the first, summed into the output.
+    static PARTIALS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+}
+
+/// Start of share `index` of `channels` cut into `count` shares, at a
+/// multiple of 8 so that every share fills whole SIMD vectors.
+fn share_start(channels: usize, count: usize, index: usize) -> usize {
+    if index >= count {
+        channels
+    } else {
+        channels * index / count / 8 * 8
+    }
+}
+
+impl Block {
+    /// Whether [`forward_channel_split`](Self::forward_channel_split) can run
+    /// this block in `parts` parts: the block must expand, project without
+    /// an activation (so that partial sums add up), and give every part at
+    /// least 16 channels.
+    pub(super) fn can_split_channels(&self, parts: usize) -> bool {
+        self.expand.is_some()
+            && self.project.activation == Activation::Identity
+            && parts > 1
+            && self.depthwise.channels >= 16 * parts
+    }
+
+    fn make_parts(&self, count: usize) -> Vec<BlockPart> {
+        let expand = self.expand.as_ref().expect("a split block expands");
+        let hidden = self.depthwise.channels;
+        (0..count)
+            .map(|index| {
+                let share =
+                    share_start(hidden, count, index)..share_start(hidden, count, index + 1);
+                BlockPart {
+                    expand: expand.output_slice(share.clone()),
+                    depthwise: self.depthwise.channel_slice(share.clone()),
+                    project: self.project.input_slice(share, index == 0),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the block on one `[height, width, in_channels]` image into
+    /// `output`, one share of the hidden channels per rayon thread. The
+    /// caller checks [`can_split_channels`](Self::can_split_channels).
+    pub(super) fn forward_channel_split(
+        &self,
+        exec: Exec,
+        input: &[f32],
+        height: usize,
+        width: usize,
+        output: &mut [f32],
+    ) {
+        let count = rayon::current_num_threads();
+        let fresh;
+        let parts = match self.parts.0.get_or_init(|| (count, self.make_parts(count))) {
+            (built_for, parts) if *built_for == count => parts,
+            // Another pool size than the first call's: build, don't cache.
+            _ => {
+                fresh = self.make_parts(count);
+                &fresh
+            }
+        };
+        let serial = Exec {
+            parallel: false,
+            ..exec
+        };
+        let out_len = output.len();
+        let mut partials = PARTIALS.with(|cell| cell.take());
+        let partials_len = (count - 1) * out_len;
+        ensure_len(&mut partials, partials_len);
+        let mut destinations: Vec<&mut [f32]> = std::iter::once(&mut *output)
+            .chain(partials[..partials_len].chunks_exact_mut(out_len))
+            .collect();
+        parts
+            .par_iter()
+            .zip(destinations.par_iter_mut())
+            .enumerate()
+            .for_each(|(index, (part, destination))| {
+                let residual = (index == 0 && self.residual).then_some(input);
+                part.forward(serial, input, height, width, residual, destination);
+            });
+        for partial in partials[..partials_len].chunks_exact(out_len) {
+            for (out, &value) in output.iter_mut().zip(partial) {
+                *out += value;
+            }
+        }
+        PARTIALS.with(|cell| cell.replace(partials));
+    }
+}
+
+impl BlockPart {
+    /// Expands, filters and projects this part's channels of the whole
+    /// image on the calling thread.
+    fn forward(
+        &self,
+        exec: Exec,
+        input: &[f32],
+        height: usize,
+        width: usize,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) {
+        let hidden = self.depthwise.channels;
+        let pad = self.depthwise.column_padding(width);
+        let hidden_row = (pad.before + width + pad.after) * hidden;
+        let interior: Range<usize> = pad.before * hidden..(pad.before + width) * hidden;
+        let PartScratch {
+            mut expanded,
+            mut filtered,
+        } = PART_SCRATCH.with(|cell| cell.take());
+        let expanded_len = height * hidden_row;
+        ensure_len(&mut expanded, expanded_len);
+        for row in expanded[..expanded_len].chunks_exact_mut(hidden_row) {
+            row[..interior.start].fill(0.0);
+            row[interior.end..].fill(0.0);
+        }
+        let layout = OutputRows {
+            pixels_per_row: width,
+            row_stride: hidden_row,
+        };
+        self.expand.forward_rows(
+            exec.isa,
+            input,
+            layout,
+            &mut expanded[interior.start..expanded_len],
+        );
+
+        let (out_h, out_w) = self.depthwise.output_size(height, width);
+        let window = InputWindow {
+            rows: &expanded[..expanded_len],
+            first_row: 0,
+            height,
+            width,
+        };
+        let filtered_len = out_h * out_w * hidden;
+        ensure_len(&mut filtered, filtered_len);
+        self.depthwise
+            .forward_rows(exec, &window, 0..out_h, &mut filtered[..filtered_len]);
+        self.project
+            .forward(exec, &filtered[..filtered_len], residual, output);
+        PART_SCRATCH.with(|cell| cell.replace(PartScratch { expanded, filtered }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_start;
+
+    #[test]
+    fn shares_cover_channels_in_multiples_of_eight() {
+        for (channels, count) in [(96, 2), (144, 2), (1152, 3), (240, 4), (40, 2)] {
+            let starts: Vec<usize> = (0..=count)
+                .map(|i| share_start(channels, count, i))
+                .collect();
+            assert_eq!(starts[0], 0);
+            assert_eq!(starts[count], channels);
+            for pair in starts.windows(2) {
+                assert!(pair[0] < pair[1], "{channels}/{count}: {starts:?}");
+                assert_eq!(pair[0] % 8, 0, "{channels}/{count}: {starts:?}");
+            }
+        }
+    }
+}

@@ -34,7 +34,8 @@ struct BlockPart {
 #[derive(Clone, Debug, Default)]
 pub(super) struct BlockParts(OnceLock<(usize, Vec<BlockPart>)>);
 
-/// Per-thread buffers of one part: its expanded rows and depthwise output.
+/// Buffers of the part that a thread runs: its expanded rows and its
+/// depthwise output.
 #[derive(Default)]
 struct PartScratch {
     expanded: Vec<f32>,
@@ -106,7 +107,8 @@ impl Block {
         let fresh;
         let parts = match self.parts.0.get_or_init(|| (count, self.make_parts(count))) {
             (built_for, parts) if *built_for == count => parts,
-            // Another pool size than the first call's: build, don't cache.
+            // A pool of another size than the first call's gets parts built
+            // for this call only.
             _ => {
                 fresh = self.make_parts(count);
                 &fresh

@@ -1,8 +1,15 @@
 //! Dense `k`x`k` convolution with `SAME` padding for the network's first
 //! layer, computed as im2col rows fed to the pointwise GEMM.
 
+use std::cell::Cell;
+
 use super::pointwise::PointwiseConv;
 use super::{for_row_chunks, same_padding, Activation, Exec};
+
+thread_local! {
+    /// Patch buffer of the output row being computed, reused between calls.
+    static PATCHES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
 
 /// A dense convolution with few input channels (the RGB stem).
 #[derive(Clone, Debug)]
@@ -94,29 +101,44 @@ impl StemConv {
             ..exec
         };
         for_row_chunks(output, row_len, exec.parallel, |first_row, chunk| {
-            let rows = chunk.len() / row_len;
-            let mut patches = vec![0.0; rows * out_w * patch];
-            for (index, row) in patches.chunks_exact_mut(out_w * patch).enumerate() {
+            // One output row's patches (12 KiB for the Lite stem) stay in
+            // L1 between being gathered and being multiplied.
+            let mut patches = PATCHES.with(|cell| cell.take());
+            patches.clear();
+            patches.resize(out_w * patch, 0.0);
+            for (index, out_row) in chunk.chunks_exact_mut(row_len).enumerate() {
                 let oy = first_row + index;
-                for (ox, dst) in row.chunks_exact_mut(patch).enumerate() {
+                for (ox, dst) in patches.chunks_exact_mut(patch).enumerate() {
+                    let ix0 = (ox * s) as isize - pad_x.before as isize;
+                    let inside_x = ix0 >= 0 && ix0 as usize + k <= width;
                     for ky in 0..k {
                         let iy = (oy * s + ky) as isize - pad_y.before as isize;
+                        let taps = &mut dst[ky * k * cin..(ky + 1) * k * cin];
                         if iy < 0 || iy >= height as isize {
+                            taps.fill(0.0);
                             continue;
                         }
-                        for kx in 0..k {
-                            let ix = (ox * s + kx) as isize - pad_x.before as isize;
+                        let row_start = iy as usize * width;
+                        if inside_x {
+                            // The row's `k` taps are contiguous in NHWC.
+                            let src = (row_start + ix0 as usize) * cin;
+                            taps.copy_from_slice(&input[src..src + k * cin]);
+                            continue;
+                        }
+                        for (kx, tap) in taps.chunks_exact_mut(cin).enumerate() {
+                            let ix = ix0 + kx as isize;
                             if ix < 0 || ix >= width as isize {
-                                continue;
+                                tap.fill(0.0);
+                            } else {
+                                let src = (row_start + ix as usize) * cin;
+                                tap.copy_from_slice(&input[src..src + cin]);
                             }
-                            let src = (iy as usize * width + ix as usize) * cin;
-                            let tap = (ky * k + kx) * cin;
-                            dst[tap..tap + cin].copy_from_slice(&input[src..src + cin]);
                         }
                     }
                 }
+                self.patches.forward(serial, &patches, None, out_row);
             }
-            self.patches.forward(serial, &patches, None, chunk);
+            PATCHES.with(|cell| cell.replace(patches));
         });
     }
 }

@@ -14,7 +14,7 @@ const _: () = assert!(PANEL == super::gemm_avx2::NR);
 
 /// Threaded products with fewer output pixels than this split their
 /// columns instead of their rows.
-pub const COLUMN_SPLIT_PIXELS: usize = 256;
+const COLUMN_SPLIT_PIXELS: usize = 256;
 
 /// A 1x1 convolution `[pixels, in_channels] -> [pixels, out_channels]`, or
 /// any dense layer with the same shape, with its weights prepared for both
@@ -312,59 +312,6 @@ impl PointwiseConv {
         }
     }
 
-    /// Like [`forward_rows`](Self::forward_rows), but with `exec.parallel`
-    /// and few pixels, splits the output channels over the threads: an
-    /// image of a few rows (7x7) cannot be split evenly by rows. The
-    /// portable kernels run on the calling thread.
-    pub fn forward_rows_split(
-        &self,
-        exec: Exec,
-        input: &[f32],
-        rows: OutputRows,
-        output: &mut [f32],
-    ) {
-        let threads = rayon::current_num_threads();
-        let panels = self.out_channels.div_ceil(PANEL);
-        let pixels = input.len() / self.in_channels;
-        let split = exec.parallel
-            && threads > 1
-            && panels >= 2
-            && pixels < COLUMN_SPLIT_PIXELS
-            && exec.isa == Isa::Avx2Fma;
-        if !split {
-            self.forward_rows(exec.isa, input, rows, output);
-            return;
-        }
-        assert_eq!(input.len(), pixels * self.in_channels, "input length");
-        assert!(
-            exec.isa.is_supported(),
-            "AVX2 kernels are not supported here"
-        );
-        self.split_rows_avx2(input, rows, output, threads.min(panels));
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn split_rows_avx2(&self, input: &[f32], rows: OutputRows, output: &mut [f32], parts: usize) {
-        let panels = self.out_channels.div_ceil(PANEL);
-        let shared = SharedOutput {
-            ptr: output.as_mut_ptr(),
-            len: output.len(),
-        };
-        (0..parts).into_par_iter().for_each(|part| {
-            let range = panels * part / parts..panels * (part + 1) / parts;
-            let operands = self.avx2_operands(input, None, Some(rows), range);
-            // SAFETY: the caller checked AVX2 and FMA support; the parts
-            // compute disjoint column ranges of `output`, which outlives
-            // this loop, and the kernel checks every length.
-            unsafe { super::gemm_avx2::gemm(&operands, shared.ptr(), shared.len) }
-        });
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn split_rows_avx2(&self, _: &[f32], _: OutputRows, _: &mut [f32], _: usize) {
-        unreachable!("AVX2 kernels exist only on x86-64")
-    }
-
     #[cfg(target_arch = "x86_64")]
     fn avx2_operands<'a>(
         &'a self,
@@ -421,14 +368,6 @@ impl PointwiseConv {
 struct SharedOutput {
     ptr: *mut f32,
     len: usize,
-}
-
-impl SharedOutput {
-    /// The pointer, through a method so that closures capture the whole
-    /// (thread-safe) struct rather than the raw pointer field.
-    fn ptr(&self) -> *mut f32 {
-        self.ptr
-    }
 }
 
 // SAFETY: `forward` hands each thread a disjoint column range, so no two

@@ -3,14 +3,14 @@
 //! share is made, filtered and projected while it is still in the core's
 //! cache instead of making a round trip through memory per layer.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::build::Block;
 use crate::kernels::depthwise::{input_rows, InputWindow};
-use crate::kernels::pointwise::{OutputRows, COLUMN_SPLIT_PIXELS};
+use crate::kernels::pointwise::OutputRows;
 use crate::kernels::Exec;
 
 /// Target size, in floats, of one band's expanded rows plus its depthwise
@@ -28,9 +28,6 @@ struct BandScratch {
 
 thread_local! {
     static SCRATCH: RefCell<BandScratch> = RefCell::new(BandScratch::default());
-    /// Whole-layer buffers of [`Block::forward_layers`], reused between
-    /// calls: allocating them per block cost page faults and zeroing.
-    static LAYER_SCRATCH: Cell<BandScratch> = Cell::new(BandScratch::default());
 }
 
 fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
@@ -42,7 +39,8 @@ fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
 impl Block {
     /// Runs the block on one `[height, width, in_channels]` image into
     /// `output` (`[out_h, out_w, out_channels]`). With `exec.parallel`, the
-    /// output rows are split into parts that threads compute independently.
+    /// threads split the hidden channels where the block allows it (see
+    /// `split.rs`), and the output rows otherwise.
     pub(super) fn forward(
         &self,
         exec: Exec,
@@ -63,17 +61,12 @@ impl Block {
             return;
         }
         let threads = rayon::current_num_threads();
-        let halo = self.depthwise.kernel.saturating_sub(self.depthwise.stride);
-        if halo * threads * 4 > height {
-            // Each part of a row split expands `halo` extra input rows, which
-            // on a small image is too much repeated work.
-            if self.can_split_channels(threads) {
-                self.forward_channel_split(exec, input, height, width, output);
-            } else {
-                self.forward_layers(exec, input, height, width, output);
-            }
+        if self.can_split_channels(threads) {
+            self.forward_channel_split(exec, input, height, width, output);
             return;
         }
+        // Otherwise the threads split the output rows, and each part
+        // expands a few input rows that its neighbour also reads.
         let rows_per_part = out_h.div_ceil(threads);
         output
             .par_chunks_mut(rows_per_part * row_len)
@@ -82,108 +75,6 @@ impl Block {
                 let start = index * rows_per_part;
                 let rows = start..start + part.len() / row_len;
                 self.forward_rows(serial, input, height, width, rows, part);
-            });
-    }
-
-    /// Runs the block one whole layer at a time, each layer split over the
-    /// threads. Used for small images, whose expanded activations fit in
-    /// cache anyway.
-    fn forward_layers(
-        &self,
-        exec: Exec,
-        input: &[f32],
-        height: usize,
-        width: usize,
-        output: &mut [f32],
-    ) {
-        let hidden = self.depthwise.channels;
-        let pad = self.depthwise.column_padding(width);
-        let hidden_row = (pad.before + width + pad.after) * hidden;
-        let interior = pad.before * hidden..(pad.before + width) * hidden;
-        // Buffers of the previous call. Taking them out of the thread-local
-        // gives a nested call on this thread fresh ones.
-        let BandScratch {
-            mut expanded,
-            mut filtered,
-        } = LAYER_SCRATCH.with(|cell| cell.take());
-        ensure_len(&mut expanded, height * hidden_row);
-        let expanded_len = height * hidden_row;
-        if let (Some(expand), true) = (&self.expand, height * width < COLUMN_SPLIT_PIXELS) {
-            for row in expanded[..expanded_len].chunks_exact_mut(hidden_row) {
-                row[..interior.start].fill(0.0);
-                row[interior.end..].fill(0.0);
-            }
-            let layout = OutputRows {
-                pixels_per_row: width,
-                row_stride: hidden_row,
-            };
-            let interior_rows = &mut expanded[interior.start..expanded_len];
-            expand.forward_rows_split(exec, input, layout, interior_rows);
-        } else {
-            self.expand_by_rows(exec, input, height, width, &mut expanded[..expanded_len]);
-        }
-
-        let (out_h, out_w) = self.depthwise.output_size(height, width);
-        let window = InputWindow {
-            rows: &expanded[..expanded_len],
-            first_row: 0,
-            height,
-            width,
-        };
-        let filtered_len = out_h * out_w * hidden;
-        ensure_len(&mut filtered, filtered_len);
-        self.depthwise
-            .forward_rows(exec, &window, 0..out_h, &mut filtered[..filtered_len]);
-        let residual = self.residual.then_some(input);
-        self.project
-            .forward(exec, &filtered[..filtered_len], residual, output);
-        LAYER_SCRATCH.with(|cell| cell.replace(BandScratch { expanded, filtered }));
-    }
-
-    /// Expands (or copies) `input` into the padded rows of `expanded`,
-    /// splitting the rows over the threads.
-    fn expand_by_rows(
-        &self,
-        exec: Exec,
-        input: &[f32],
-        height: usize,
-        width: usize,
-        expanded: &mut [f32],
-    ) {
-        let hidden = self.depthwise.channels;
-        let in_row = input.len() / height;
-        let pad = self.depthwise.column_padding(width);
-        let hidden_row = (pad.before + width + pad.after) * hidden;
-        let interior = pad.before * hidden..(pad.before + width) * hidden;
-        let rows_per_part = height.div_ceil(rayon::current_num_threads());
-        expanded
-            .par_chunks_mut(rows_per_part * hidden_row)
-            .enumerate()
-            .for_each(|(index, part)| {
-                let first = index * rows_per_part;
-                let rows = part.len() / hidden_row;
-                for row in part.chunks_exact_mut(hidden_row) {
-                    row[..interior.start].fill(0.0);
-                    row[interior.end..].fill(0.0);
-                }
-                let source = &input[first * in_row..(first + rows) * in_row];
-                match &self.expand {
-                    Some(expand) => {
-                        let layout = OutputRows {
-                            pixels_per_row: width,
-                            row_stride: hidden_row,
-                        };
-                        expand.forward_rows(exec.isa, source, layout, &mut part[interior.start..]);
-                    }
-                    None => {
-                        for (src, dst) in source
-                            .chunks_exact(in_row)
-                            .zip(part.chunks_exact_mut(hidden_row))
-                        {
-                            dst[interior.clone()].copy_from_slice(src);
-                        }
-                    }
-                }
             });
     }
 
@@ -206,7 +97,7 @@ impl Block {
 
     /// Computes output rows `out_rows` into `output`, band by band, on the
     /// calling thread.
-    fn forward_rows(
+    pub(super) fn forward_rows(
         &self,
         exec: Exec,
         input: &[f32],

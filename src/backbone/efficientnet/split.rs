@@ -1,49 +1,29 @@
-//! Runs a block on one small image over several threads by giving each
-//! thread a share of the block's hidden channels.
+//! Runs a block on one image over several threads by giving each thread a
+//! share of the block's hidden channels.
 //!
-//! A row split does not suit a 14x14 or 7x7 image: each part would expand
-//! the rows that its neighbour's depthwise taps reach, and layer-by-layer
-//! splits wait for all threads three times per block. Hidden channels are
-//! independent through the expansion and the depthwise convolution, and the
-//! projection is a sum over them, so each thread runs the whole block on
-//! its channels with its share of the weights, and the partial projections
-//! are added at the end.
+//! A row split makes each part expand the rows that its neighbour's
+//! depthwise taps reach, which on a 14x14 or 7x7 image is much repeated
+//! work, and layer-by-layer splits wait for all threads three times per
+//! block. Hidden channels are independent through the expansion and the
+//! depthwise convolution, and the projection is a sum over them, so each
+//! thread runs the whole block, band by band, on its channels with its
+//! share of the weights, and the partial projections are added at the end.
 
 use std::cell::Cell;
-use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::build::Block;
-use crate::kernels::depthwise::{DepthwiseConv, InputWindow};
-use crate::kernels::pointwise::{OutputRows, PointwiseConv};
 use crate::kernels::{Activation, Exec};
 
-/// The layers of one share of a block's hidden channels.
-#[derive(Clone, Debug)]
-struct BlockPart {
-    expand: PointwiseConv,
-    depthwise: DepthwiseConv,
-    /// Projection from this share's channels; only the first part adds the
-    /// bias.
-    project: PointwiseConv,
-}
-
-/// A block's parts for one thread count, built on first use.
+/// A block's parts for one thread count, built on first use. Each part is
+/// a block of its own: one share of the hidden channels, with the residual
+/// and the projection's bias in the first part only.
 #[derive(Clone, Debug, Default)]
-pub(super) struct BlockParts(OnceLock<(usize, Vec<BlockPart>)>);
-
-/// Buffers of the part that a thread runs: its expanded rows and its
-/// depthwise output.
-#[derive(Default)]
-struct PartScratch {
-    expanded: Vec<f32>,
-    filtered: Vec<f32>,
-}
+pub(super) struct BlockParts(OnceLock<(usize, Vec<Block>)>);
 
 thread_local! {
-    static PART_SCRATCH: Cell<PartScratch> = Cell::new(PartScratch::default());
     /// Projections of the parts after the first, summed into the output.
     static PARTIALS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
@@ -76,17 +56,19 @@ impl Block {
             && self.depthwise.channels >= 16 * parts
     }
 
-    fn make_parts(&self, count: usize) -> Vec<BlockPart> {
+    fn make_parts(&self, count: usize) -> Vec<Block> {
         let expand = self.expand.as_ref().expect("a split block expands");
         let hidden = self.depthwise.channels;
         (0..count)
             .map(|index| {
                 let share =
                     share_start(hidden, count, index)..share_start(hidden, count, index + 1);
-                BlockPart {
-                    expand: expand.output_slice(share.clone()),
+                Block {
+                    expand: Some(expand.output_slice(share.clone())),
                     depthwise: self.depthwise.channel_slice(share.clone()),
                     project: self.project.input_slice(share, index == 0),
+                    residual: self.residual && index == 0,
+                    parts: BlockParts::default(),
                 }
             })
             .collect()
@@ -118,6 +100,7 @@ impl Block {
             parallel: false,
             ..exec
         };
+        let (out_h, _) = self.depthwise.output_size(height, width);
         let out_len = output.len();
         let mut partials = PARTIALS.with(|cell| cell.take());
         let partials_len = (count - 1) * out_len;
@@ -128,10 +111,8 @@ impl Block {
         parts
             .par_iter()
             .zip(destinations.par_iter_mut())
-            .enumerate()
-            .for_each(|(index, (part, destination))| {
-                let residual = (index == 0 && self.residual).then_some(input);
-                part.forward(serial, input, height, width, residual, destination);
+            .for_each(|(part, destination)| {
+                part.forward_rows(serial, input, height, width, 0..out_h, destination);
             });
         for partial in partials[..partials_len].chunks_exact(out_len) {
             for (out, &value) in output.iter_mut().zip(partial) {
@@ -139,60 +120,6 @@ impl Block {
             }
         }
         PARTIALS.with(|cell| cell.replace(partials));
-    }
-}
-
-impl BlockPart {
-    /// Expands, filters and projects this part's channels of the whole
-    /// image on the calling thread.
-    fn forward(
-        &self,
-        exec: Exec,
-        input: &[f32],
-        height: usize,
-        width: usize,
-        residual: Option<&[f32]>,
-        output: &mut [f32],
-    ) {
-        let hidden = self.depthwise.channels;
-        let pad = self.depthwise.column_padding(width);
-        let hidden_row = (pad.before + width + pad.after) * hidden;
-        let interior: Range<usize> = pad.before * hidden..(pad.before + width) * hidden;
-        let PartScratch {
-            mut expanded,
-            mut filtered,
-        } = PART_SCRATCH.with(|cell| cell.take());
-        let expanded_len = height * hidden_row;
-        ensure_len(&mut expanded, expanded_len);
-        for row in expanded[..expanded_len].chunks_exact_mut(hidden_row) {
-            row[..interior.start].fill(0.0);
-            row[interior.end..].fill(0.0);
-        }
-        let layout = OutputRows {
-            pixels_per_row: width,
-            row_stride: hidden_row,
-        };
-        self.expand.forward_rows(
-            exec.isa,
-            input,
-            layout,
-            &mut expanded[interior.start..expanded_len],
-        );
-
-        let (out_h, out_w) = self.depthwise.output_size(height, width);
-        let window = InputWindow {
-            rows: &expanded[..expanded_len],
-            first_row: 0,
-            height,
-            width,
-        };
-        let filtered_len = out_h * out_w * hidden;
-        ensure_len(&mut filtered, filtered_len);
-        self.depthwise
-            .forward_rows(exec, &window, 0..out_h, &mut filtered[..filtered_len]);
-        self.project
-            .forward(exec, &filtered[..filtered_len], residual, output);
-        PART_SCRATCH.with(|cell| cell.replace(PartScratch { expanded, filtered }));
     }
 }
 

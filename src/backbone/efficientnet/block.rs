@@ -30,7 +30,8 @@ thread_local! {
     static SCRATCH: RefCell<BandScratch> = RefCell::new(BandScratch::default());
 }
 
-fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
+/// Grows `buffer` to at least `len` floats.
+pub(super) fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
     if buffer.len() < len {
         buffer.resize(len, 0.0);
     }

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::block::ensure_len;
 use super::build::Block;
 use crate::kernels::{Activation, Exec};
 
@@ -26,12 +27,6 @@ pub(super) struct BlockParts(OnceLock<(usize, Vec<Block>)>);
 thread_local! {
     /// Projections of the parts after the first, summed into the output.
     static PARTIALS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
-
-fn ensure_len(buffer: &mut Vec<f32>, len: usize) {
-    if buffer.len() < len {
-        buffer.resize(len, 0.0);
-    }
 }
 
 /// Start of share `index` of `channels` cut into `count` shares, at a

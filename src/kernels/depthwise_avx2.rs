@@ -2,10 +2,11 @@
 //!
 //! For 3x3 and 5x5 kernels at stride 1 and 2, a register block computes up
 //! to eight neighbouring output pixels of eight channels at once. Per tap
-//! row it loads the `k` weight vectors, then loads each input column the
-//! block reads once and adds it to every output pixel that uses it. That
-//! keeps eight independent FMA chains and fewer than one load per FMA. Other kernel sizes use a plain vector loop. Channels past the last
-//! multiple of eight are computed one at a time.
+//! row it loads the `k` weight vectors; at stride 1 it then loads each
+//! input column the block reads once and adds it to every output pixel
+//! that uses it, which keeps eight independent FMA chains and fewer than
+//! one load per FMA. Other kernel sizes use a plain vector loop. Channels
+//! past the last multiple of eight are computed one at a time.
 
 use std::arch::x86_64::*;
 use std::ops::Range;

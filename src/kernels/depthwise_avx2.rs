@@ -2,11 +2,11 @@
 //!
 //! For 3x3 and 5x5 kernels at stride 1 and 2, a register block computes up
 //! to eight neighbouring output pixels of eight channels at once. Per tap
-//! row it loads the `k` weight vectors; at stride 1 it then loads each
-//! input column the block reads once and adds it to every output pixel
-//! that uses it, which keeps eight independent FMA chains and fewer than
-//! one load per FMA. Other kernel sizes use a plain vector loop. Channels
-//! past the last multiple of eight are computed one at a time.
+//! row it loads the `k` weight vectors. At stride 1 it then loads each
+//! input column of the block once and adds it to every output pixel that
+//! uses it, so there are eight independent FMA chains and fewer loads than
+//! FMAs. Other kernel sizes use a plain vector loop. Channels past the last
+//! multiple of eight are computed one at a time.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -14,8 +14,8 @@ use std::ops::Range;
 use super::depthwise::{DepthwiseConv, Geometry};
 use super::{valid_taps, Activation};
 
-/// L1 bytes that the input columns of one 8-pixel block may take; wider
-/// channel counts are swept along the row in chunks that fit.
+/// Bytes of L1 that the input columns of one 8-pixel block may take. Rows
+/// with more channels are swept in channel chunks that fit.
 const BLOCK_BYTES: usize = 24 * 1024;
 
 /// Addresses and constants of one output row, for the pixel blocks.
@@ -98,8 +98,8 @@ pub(super) unsafe fn row(conv: &DepthwiseConv, g: &Geometry<'_>, oy: usize, out_
 }
 
 /// Computes channels `0..vector_end` of every pixel in the row, in blocks
-/// of 8 pixels and one block of the remaining 1 to 7. Many channels go in
-/// chunks, each sweeping the row block by block, so that the input columns
+/// of 8 pixels and one block of the remaining 1 to 7. Each chunk of
+/// channels sweeps the row block by block, so the input columns that
 /// neighbouring blocks share are still in L1 (see [`BLOCK_BYTES`]).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -119,22 +119,21 @@ unsafe fn row_blocks<const K: usize, const S: usize>(
             channel_groups::<K, S, 8>(args, ox, channels.clone(), bias, out);
         }
         let ox = full_end;
-        let groups = channels.clone();
         match out_width - full_end {
             0 => {}
-            1 => channel_groups::<K, S, 1>(args, ox, groups, bias, out),
-            2 => channel_groups::<K, S, 2>(args, ox, groups, bias, out),
-            3 => channel_groups::<K, S, 3>(args, ox, groups, bias, out),
-            4 => channel_groups::<K, S, 4>(args, ox, groups, bias, out),
-            5 => channel_groups::<K, S, 5>(args, ox, groups, bias, out),
-            6 => channel_groups::<K, S, 6>(args, ox, groups, bias, out),
-            _ => channel_groups::<K, S, 7>(args, ox, groups, bias, out),
+            1 => channel_groups::<K, S, 1>(args, ox, channels, bias, out),
+            2 => channel_groups::<K, S, 2>(args, ox, channels, bias, out),
+            3 => channel_groups::<K, S, 3>(args, ox, channels, bias, out),
+            4 => channel_groups::<K, S, 4>(args, ox, channels, bias, out),
+            5 => channel_groups::<K, S, 5>(args, ox, channels, bias, out),
+            6 => channel_groups::<K, S, 6>(args, ox, channels, bias, out),
+            _ => channel_groups::<K, S, 7>(args, ox, channels, bias, out),
         }
     }
 }
 
-/// Computes channels `channels` of output pixels `ox..ox + P`, eight
-/// channels at a time.
+/// Computes the given channels of output pixels `ox..ox + P`, eight at a
+/// time.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn channel_groups<const K: usize, const S: usize, const P: usize>(
@@ -171,7 +170,8 @@ unsafe fn pixel_block<const K: usize, const S: usize, const P: usize>(
         }
         if S == 1 {
             // Input column `j` of the block feeds output pixel `p` through
-            // tap `kx = j - p` when that tap exists: one load per column.
+            // tap `kx = j - p` when that tap exists, so each column is loaded
+            // once.
             for j in 0..P - 1 + K {
                 let x = _mm256_loadu_ps(input.wrapping_add(j * c));
                 for (p, acc) in acc.iter_mut().enumerate() {
@@ -181,8 +181,9 @@ unsafe fn pixel_block<const K: usize, const S: usize, const P: usize>(
                 }
             }
         } else {
-            // Neighbouring pixels share few columns at stride 2; a load per
-            // tap keeps the loop simple enough to unroll into registers.
+            // Neighbouring pixels share few columns at stride 2. A load per
+            // tap keeps the loop simple enough for the compiler to unroll,
+            // which keeps the accumulators in registers.
             for (p, acc) in acc.iter_mut().enumerate() {
                 for (kx, w) in w.iter().enumerate() {
                     let x = _mm256_loadu_ps(input.wrapping_add((p * S + kx) * c));

@@ -66,8 +66,8 @@ impl Block {
             self.forward_channel_split(exec, input, height, width, output);
             return;
         }
-        // Otherwise the threads split the output rows, and each part
-        // expands a few input rows that its neighbour also reads.
+        // Otherwise the threads split the output rows. Neighbouring parts
+        // both read the few input rows at their boundary.
         let rows_per_part = out_h.div_ceil(threads);
         output
             .par_chunks_mut(rows_per_part * row_len)
@@ -79,11 +79,11 @@ impl Block {
             });
     }
 
-    /// Output rows per band: as many as keep the band near `BAND_FLOATS`,
-    /// or near the size of the block's weights if that is larger. Every
-    /// band reads both 1x1 weight matrices again, so in the late blocks,
-    /// whose weights outweigh their activations, bands that spill from L2
-    /// still cost less than reading the weights once per few rows.
+    /// Returns the output rows per band: as many as keep the band near
+    /// `BAND_FLOATS`, or near the size of the block's weights if that is
+    /// larger. Every band reads both 1x1 weight matrices again. In the late
+    /// blocks the weights outweigh the activations, and on Lite0's 7x7
+    /// blocks one band spilling from L2 measured faster than three bands.
     fn band_rows(&self, padded_width: usize, out_width: usize) -> usize {
         let hidden = self.depthwise.channels;
         let per_output_row = (self.depthwise.stride * padded_width + out_width) * hidden;

@@ -1,13 +1,12 @@
 //! Runs a block on one image over several threads by giving each thread a
 //! share of the block's hidden channels.
 //!
-//! A row split makes each part expand the rows that its neighbour's
-//! depthwise taps reach, which on a 14x14 or 7x7 image is much repeated
-//! work, and layer-by-layer splits wait for all threads three times per
-//! block. Hidden channels are independent through the expansion and the
-//! depthwise convolution, and the projection is a sum over them, so each
-//! thread runs the whole block, band by band, on its channels with its
-//! share of the weights, and the partial projections are added at the end.
+//! Hidden channels are independent through the expansion and the depthwise
+//! convolution, and the projection is a sum over them. So each thread runs
+//! the whole block, band by band, on its share of the channels and of the
+//! weights, and the partial projections are added at the end. Unlike a row
+//! split, no part expands rows that its neighbour expands too, which on a
+//! 14x14 or 7x7 image would be much of the work.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -52,7 +51,10 @@ impl Block {
     }
 
     fn make_parts(&self, count: usize) -> Vec<Block> {
-        let expand = self.expand.as_ref().expect("a split block expands");
+        let expand = self
+            .expand
+            .as_ref()
+            .expect("can_split_channels accepts only blocks that expand");
         let hidden = self.depthwise.channels;
         (0..count)
             .map(|index| {
@@ -91,6 +93,7 @@ impl Block {
                 &fresh
             }
         };
+
         let serial = Exec {
             parallel: false,
             ..exec
@@ -103,12 +106,14 @@ impl Block {
         let mut destinations: Vec<&mut [f32]> = std::iter::once(&mut *output)
             .chain(partials[..partials_len].chunks_exact_mut(out_len))
             .collect();
+
         parts
             .par_iter()
             .zip(destinations.par_iter_mut())
             .for_each(|(part, destination)| {
                 part.forward_rows(serial, input, height, width, 0..out_h, destination);
             });
+
         for partial in partials[..partials_len].chunks_exact(out_len) {
             for (out, &value) in output.iter_mut().zip(partial) {
                 *out += value;

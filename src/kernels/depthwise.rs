@@ -8,7 +8,9 @@
 
 use std::ops::Range;
 
-use super::{for_row_chunks, same_padding, valid_taps, Activation, Exec, Isa, SamePadding};
+use super::{
+    for_row_chunks, same_padding, select_columns, valid_taps, Activation, Exec, Isa, SamePadding,
+};
 
 /// Consecutive rows of an NHWC image, possibly not all of it, with the
 /// convolution's horizontal padding (see [`DepthwiseConv::column_padding`]).
@@ -106,12 +108,8 @@ impl DepthwiseConv {
 
     /// Returns the convolution restricted to channels `channels`.
     pub fn channel_slice(&self, channels: Range<usize>) -> DepthwiseConv {
-        let weight = self
-            .weight
-            .chunks_exact(self.channels)
-            .flat_map(|tap| &tap[channels.clone()])
-            .copied()
-            .collect();
+        // Tap-major weights: one row of `self.channels` values per tap.
+        let weight = select_columns(&self.weight, self.channels, channels.clone());
         DepthwiseConv {
             channels: channels.len(),
             kernel: self.kernel,

@@ -7,6 +7,8 @@
 //! an explicit AVX2+FMA path and a portable path, chosen by [`Isa`], and the
 //! [`reference`] module contains a naive convolution that tests compare both with.
 
+use std::ops::Range;
+
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod depthwise_avx2;
@@ -124,6 +126,16 @@ fn valid_taps(origin: isize, kernel: usize, input: usize) -> (usize, usize) {
     (first, last.max(first))
 }
 
+/// Copies the columns `columns` of a row-major matrix whose rows contain
+/// `row_len` values, as a row-major matrix of `columns.len()` columns.
+fn select_columns(matrix: &[f32], row_len: usize, columns: Range<usize>) -> Vec<f32> {
+    matrix
+        .chunks_exact(row_len)
+        .flat_map(|row| &row[columns.clone()])
+        .copied()
+        .collect()
+}
+
 /// Splits `rows` output rows of `row_len` values each into chunks and runs
 /// `work(first_row, chunk)` on each, over the rayon pool when `parallel`.
 fn for_row_chunks<F>(output: &mut [f32], row_len: usize, parallel: bool, work: F)
@@ -184,6 +196,13 @@ mod tests {
                 after: 2
             }
         );
+    }
+
+    #[test]
+    fn select_columns_keeps_column_range() {
+        // Rows [0 1 2 3] and [4 5 6 7]; columns 1..3 of each.
+        let matrix: Vec<f32> = (0..8).map(|v| v as f32).collect();
+        assert_eq!(select_columns(&matrix, 4, 1..3), vec![1.0, 2.0, 5.0, 6.0]);
     }
 
     #[test]

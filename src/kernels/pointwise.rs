@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{for_row_chunks, Activation, Exec, Isa};
+use super::{for_row_chunks, select_columns, Activation, Exec, Isa};
 
 /// Output channels per column block, the AVX2 kernel's panel width.
 const PANEL: usize = 16;
@@ -90,12 +90,7 @@ impl PointwiseConv {
 
     /// Returns the convolution restricted to output channels `channels`.
     pub fn output_slice(&self, channels: Range<usize>) -> PointwiseConv {
-        let weight = self
-            .weight
-            .chunks_exact(self.out_channels)
-            .flat_map(|row| &row[channels.clone()])
-            .copied()
-            .collect();
+        let weight = select_columns(&self.weight, self.out_channels, channels.clone());
         let bias = self.bias[channels.clone()].to_vec();
         Self::from_input_major(
             self.in_channels,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::data::source::{self, Skipped};
 use crate::features::{Extractor, InputError};
-use crate::metrics::EvalReport;
+use crate::metrics::{top_k_accuracy, EvalReport};
 use crate::model_file::ModelFile;
 use crate::predict::Classifier;
 use crate::train::{fit, split_stratified, EpochSummary, FeatureSet, TrainConfig};
@@ -216,8 +216,12 @@ pub fn evaluate(
         rows.push(row);
     }
     if truth.is_empty() {
+        let first = probabilities
+            .iter()
+            .find_map(|outcome| outcome.as_ref().err());
+        let cause = first.map_or(String::new(), |error| format!(", e.g. {error}"));
         bail!(
-            "none of the {} images in {} could be decoded",
+            "none of the {} images in {} could be read or decoded{cause}",
             paths.len(),
             data.display()
         );
@@ -226,8 +230,12 @@ pub fn evaluate(
         scores.extend_from_slice(row);
         scores.extend(std::iter::repeat_n(0.0, labels.len() - known));
     }
-    let report = EvalReport::new(&truth, &scores, &labels)
+    let mut report = EvalReport::new(&truth, &scores, &labels)
         .with_context(|| format!("failed to score the model on {}", data.display()))?;
+    // A model with fewer than 5 classes would rank an unknown label's
+    // zero-score column inside its top 5. Ranking only as deep as the
+    // model's own classes keeps those images misses.
+    report.top5_accuracy = top_k_accuracy(&truth, &scores, labels.len(), 5.min(known));
     Ok(Evaluation {
         report,
         labels: classifier.labels().to_vec(),

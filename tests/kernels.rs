@@ -104,10 +104,10 @@ fn depthwise_matches_naive_convolution() {
 fn pointwise_matches_naive_convolution() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     // Pixel counts around the 6-row micro-tile and the 96-row block, input
-    // channels past the 256-deep k block, output channels around the 16-wide
-    // panel.
+    // channels around the micro-kernel's 4-step unrolling and past the
+    // 256-deep k block, output channels around the 16-wide panel.
     let pixel_counts = [1, 5, 6, 7, 50, 97, 200];
-    let in_counts = [1, 3, 16, 300, 600];
+    let in_counts = [1, 3, 7, 16, 258, 301, 600];
     let out_counts = [1, 8, 17, 40];
     for &pixels in &pixel_counts {
         for &k in &in_counts {

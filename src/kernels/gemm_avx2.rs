@@ -19,6 +19,8 @@ const MR: usize = 6;
 const KC: usize = 256;
 /// Rows of `A` per block.
 const MC: usize = 96;
+/// Steps of `k` per iteration of the micro-kernel's loop.
+const UNROLL: usize = 4;
 
 /// Packs row-major `[k, n]` weights into zero-padded panels of `NR` columns.
 pub(super) fn pack_b(weight: &[f32], k: usize, n: usize) -> Vec<f32> {
@@ -230,21 +232,24 @@ unsafe fn tile<const R: usize, const V: usize>(
         }
     }
 
-    let mut a = ptrs.a;
+    // One pointer per row of `A` and `UNROLL` steps of `k` per iteration, so
+    // that broadcasts use constant offsets instead of recomputed addresses.
+    let mut rows = [ptrs.a; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = ptrs.a.wrapping_add(r * args.lda);
+    }
     let mut b = ptrs.b;
-    for _ in 0..depth {
-        let mut panel = [_mm256_setzero_ps(); V];
-        for (v, p) in panel.iter_mut().enumerate() {
-            *p = _mm256_loadu_ps(b.wrapping_add(8 * v));
+    for _ in 0..depth / UNROLL {
+        for step in 0..UNROLL {
+            multiply_add(&mut acc, &rows, step, b.wrapping_add(step * NR));
         }
-        for (r, row) in acc.iter_mut().enumerate() {
-            let x = _mm256_set1_ps(*a.wrapping_add(r * args.lda));
-            for (value, &p) in row.iter_mut().zip(&panel) {
-                *value = _mm256_fmadd_ps(x, p, *value);
-            }
+        for row in rows.iter_mut() {
+            *row = row.wrapping_add(UNROLL);
         }
-        a = a.wrapping_add(1);
-        b = b.wrapping_add(NR);
+        b = b.wrapping_add(UNROLL * NR);
+    }
+    for step in 0..depth % UNROLL {
+        multiply_add(&mut acc, &rows, step, b.wrapping_add(step * NR));
     }
 
     for (r, row) in acc.iter_mut().enumerate() {
@@ -258,6 +263,28 @@ unsafe fn tile<const R: usize, const V: usize>(
                 *value = _mm256_min_ps(_mm256_max_ps(*value, args.lo), args.hi);
             }
             store(c.wrapping_add(8 * v), *value, masks[v], full);
+        }
+    }
+}
+
+/// Adds the outer product of column `step` of the rows of `A` and one row
+/// of a `B` panel to `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn multiply_add<const R: usize, const V: usize>(
+    acc: &mut [[__m256; V]; R],
+    rows: &[*const f32; R],
+    step: usize,
+    b: *const f32,
+) {
+    let mut panel = [_mm256_setzero_ps(); V];
+    for (v, p) in panel.iter_mut().enumerate() {
+        *p = _mm256_loadu_ps(b.wrapping_add(8 * v));
+    }
+    for (values, &row) in acc.iter_mut().zip(rows) {
+        let x = _mm256_broadcast_ss(&*row.wrapping_add(step));
+        for (value, &p) in values.iter_mut().zip(&panel) {
+            *value = _mm256_fmadd_ps(x, p, *value);
         }
     }
 }

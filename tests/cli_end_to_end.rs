@@ -214,6 +214,28 @@ fn train_eval_predict_on_grocery_subset() {
         "stderr names the broken file"
     );
 
+    // A label file outside the photo folder: its rows resolve against
+    // --images and keep their names in the output.
+    let list = work.path().join("to-label.tsv");
+    std::fs::write(&list, format!("file\n{}\n{}\n", rows[0].0, rows[1].0)).unwrap();
+    let listed = work.path().join("listed.tsv");
+    let output = pantry(&[
+        "predict",
+        model.to_str().unwrap(),
+        list.to_str().unwrap(),
+        "--images",
+        grocery_str,
+        "--output",
+        listed.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "predict with --images failed");
+    let text = std::fs::read_to_string(&listed).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "header and one row per listed file: {text}");
+    assert!(lines[1].starts_with(&format!("{}\t", rows[0].0)), "{text}");
+    assert!(lines[2].starts_with(&format!("{}\t", rows[1].0)), "{text}");
+    assert!(!text.contains("No such file"), "{text}");
+
     // An output path that names the model is rejected before anything is written.
     let before = std::fs::read(&model).unwrap();
     let output = pantry(&[

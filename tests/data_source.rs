@@ -286,7 +286,7 @@ fn prediction_inputs_expand_in_order() {
     let single = write(dir.path(), "single.gif", b"not really a gif");
     let list = write(dir.path(), "batch.csv", b"file,other\nz.jpg,1\na.jpg,2\n");
 
-    let inputs = collect_inputs(&[single.clone(), root.clone(), list]).unwrap();
+    let inputs = collect_inputs(&[single.clone(), root.clone(), list], None).unwrap();
     let names: Vec<&str> = inputs.iter().map(|input| input.name.as_str()).collect();
     assert_eq!(
         names[names.len() - 2..],
@@ -310,7 +310,20 @@ fn prediction_inputs_expand_in_order() {
     assert_eq!(inputs, expected);
 
     let missing = dir.path().join("missing.jpg");
-    let inputs = collect_inputs(std::slice::from_ref(&missing)).unwrap();
+    let inputs = collect_inputs(std::slice::from_ref(&missing), None).unwrap();
     assert_eq!(inputs.len(), 1, "a missing path still yields one input");
     assert_eq!(inputs[0].path, missing);
+}
+
+#[test]
+fn label_rows_resolve_against_images() {
+    let dir = temp();
+    let list = write(dir.path(), "batch.tsv", b"file\nz.jpg\nsub/a.jpg\n");
+    let images = dir.path().join("photos");
+
+    let inputs = collect_inputs(std::slice::from_ref(&list), Some(&images)).unwrap();
+    let names: Vec<&str> = inputs.iter().map(|input| input.name.as_str()).collect();
+    assert_eq!(names, ["z.jpg", "sub/a.jpg"], "rows keep their names");
+    let paths: Vec<PathBuf> = inputs.into_iter().map(|input| input.path).collect();
+    assert_eq!(paths, [images.join("z.jpg"), images.join("sub/a.jpg")]);
 }

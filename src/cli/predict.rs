@@ -22,6 +22,11 @@ pub struct PredictArgs {
     #[arg(value_name = "INPUT", required = true)]
     pub inputs: Vec<PathBuf>,
 
+    /// Folder that relative paths in label files are resolved against.
+    /// Default: the label file's own folder.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+
     /// Path of the predictions TSV; `-` for standard output.
     #[arg(long, short, value_name = "FILE")]
     pub output: PathBuf,
@@ -38,7 +43,7 @@ pub fn run(args: PredictArgs, progress: &Progress) -> Result<u8> {
     if args.top_k == 0 {
         return Err(UsageError::new("--top-k must be at least 1").into());
     }
-    let inputs = collect_inputs(&args.inputs)?;
+    let inputs = collect_inputs(&args.inputs, args.images.as_deref())?;
     if inputs.is_empty() {
         bail!("no images found in the inputs given");
     }

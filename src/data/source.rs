@@ -113,11 +113,12 @@ pub struct Input {
 /// Expands prediction inputs into image paths. A folder gives every image
 /// below it, sorted, with hidden and non-image files left out. A `.tsv`,
 /// `.csv` or `.txt` file gives the paths in its `file` column in file order,
-/// named as written there so that predictions line up with the label file.
+/// named as written there so that predictions line up with the label file,
+/// and resolved against `images` if given, else the label file's folder.
 /// Any other path, also one that does not exist, is taken as an image
 /// itself, so that a file which cannot be read or decoded still gets a
 /// result.
-pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
+pub fn collect_inputs(inputs: &[PathBuf], images: Option<&Path>) -> Result<Vec<Input>> {
     let mut collected = Vec::new();
     for input in inputs {
         // A path that cannot be inspected still gets a row, whose error
@@ -132,7 +133,8 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<Input>> {
                 path,
             }));
         } else if is_label_file(input) && input.is_file() {
-            let rows = read_label_rows(input, &parent_dir(input), false)?;
+            let root = images.map_or_else(|| parent_dir(input), Path::to_path_buf);
+            let rows = read_label_rows(input, &root, false)?;
             collected.extend(rows.into_iter().map(|(name, sample)| Input {
                 name,
                 path: sample.path,

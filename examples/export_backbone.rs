@@ -36,6 +36,7 @@ fn main() -> Result<()> {
         Some(OnnxHead {
             standardization: None,
             layers: vec![DenseLayer::from_tensors(weight, bias, false)?],
+            labels: Vec::new(),
         })
     } else {
         None

@@ -316,6 +316,12 @@ fn export_matches_pantry(model: &Path, images: &[PathBuf], work: &Path) {
         .collect();
     let classes = classifier.labels().len();
     assert_eq!(actual.len(), images.len() * classes);
+    let shapes: Value =
+        serde_json::from_slice(&std::fs::read(outputs.join("shapes.json")).unwrap()).unwrap();
+    let labels: Vec<String> =
+        serde_json::from_str(shapes["metadata"]["labels"].as_str().unwrap()).unwrap();
+    assert_eq!(labels, classifier.labels(), "labels in the ONNX metadata");
+    assert_eq!(shapes["metadata"]["backbone"], "efficientnet-lite0");
     for (row, expected) in expected.iter().enumerate() {
         let expected = expected.as_ref().unwrap();
         for (class, &p) in expected.iter().enumerate() {

@@ -74,6 +74,7 @@ fn fc_head(weights: &Weights) -> OnnxHead {
             DenseLayer::from_tensors(&weights["_fc.weight"], &weights["_fc.bias"], false)
                 .expect("valid _fc layer"),
         ],
+        labels: Vec::new(),
     }
 }
 
@@ -285,6 +286,7 @@ fn onnx_head_matches_rust_evaluation() {
                 relu: false,
             },
         ],
+        labels: Vec::new(),
     };
     let model = backbone_to_onnx(kind, &weights, Some(&head)).expect("export");
 

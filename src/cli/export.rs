@@ -16,7 +16,7 @@ use super::Progress;
 pub enum ExportFormat {
     /// ONNX (IR version 8, opset 13): NHWC float32 input normalized by the
     /// model's preprocessing; outputs `features`, `logits` and
-    /// `probabilities`.
+    /// `probabilities`, with the class names in the metadata as `labels`.
     Onnx,
 }
 
@@ -43,7 +43,7 @@ pub fn run(args: ExportArgs, progress: &Progress) -> Result<u8> {
     let model = ModelFile::load(&args.model)?;
     let (resolved, weights) = weights::load(model.backbone, args.weights.as_deref())?;
     check_weights(&model, &args.model, &resolved)?;
-    let head = OnnxHead::from_trained(model.head())
+    let head = OnnxHead::from_trained(model.head(), &model.labels)
         .with_context(|| format!("failed to convert the head of {}", args.model.display()))?;
     match args.format {
         ExportFormat::Onnx => write_onnx(&args.output, model.backbone, &weights, Some(&head))?,

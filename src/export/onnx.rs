@@ -83,12 +83,21 @@ pub struct OnnxHead {
     pub standardization: Option<Standardization>,
     /// Dense layers in order; the last one produces the logits.
     pub layers: Vec<DenseLayer>,
+    /// Class names of the logits' columns, in order. When not empty they
+    /// are stored in the file's metadata under `labels`, as a JSON array.
+    pub labels: Vec<String>,
 }
 
 impl OnnxHead {
-    /// Builds the head of a trained classifier.
-    pub fn from_trained(head: &TrainedHead) -> Result<Self> {
-        Self::from_named_tensors(&head.tensors)
+    /// Builds the head of a trained classifier whose classes are `labels`.
+    pub fn from_trained(head: &TrainedHead, labels: &[String]) -> Result<Self> {
+        let mut onnx = Self::from_named_tensors(&head.tensors)?;
+        let classes = onnx.layers.last().map_or(0, |layer| layer.outputs);
+        if labels.len() != classes {
+            bail!("head has {classes} outputs but {} labels", labels.len());
+        }
+        onnx.labels = labels.to_vec();
+        Ok(onnx)
     }
 
     /// Builds a head from tensors named as [`crate::train::head`] stores
@@ -126,6 +135,7 @@ impl OnnxHead {
         Ok(OnnxHead {
             standardization,
             layers,
+            labels: Vec::new(),
         })
     }
 }
@@ -230,6 +240,10 @@ pub fn backbone_to_onnx(
     let feature_dim = layout::tensor(weights, "_conv_head.weight", 4)?.shape[0];
 
     let mut outputs = vec![batch_tensor("features", &[feature_dim])];
+    let mut metadata = vec![("backbone".to_string(), kind.name().to_string())];
+    if let Some(head) = head.filter(|head| !head.labels.is_empty()) {
+        metadata.push(("labels".to_string(), serde_json::to_string(&head.labels)?));
+    }
     if let Some(head) = head {
         let classes = add_head(&mut graph, &features, feature_dim, head)?;
         outputs.push(batch_tensor("logits", &[classes]));
@@ -249,6 +263,7 @@ pub fn backbone_to_onnx(
         ),
         graph,
         opset_imports: vec![(String::new(), OPSET_VERSION)],
+        metadata,
     };
     Ok(model.encode())
 }

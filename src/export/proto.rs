@@ -18,6 +18,9 @@ pub struct Model {
     pub graph: Graph,
     /// `(domain, version)` pairs; the empty domain is the default `ai.onnx`.
     pub opset_imports: Vec<(String, i64)>,
+    /// `metadata_props`: free-form `(key, value)` pairs that runtimes expose
+    /// to applications.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// `GraphProto`: nodes in topological order, constant tensors, and the typed
@@ -95,6 +98,12 @@ impl Model {
             put_bytes(&mut opset, 1, domain.as_bytes());
             put_int(&mut opset, 2, *version);
             put_message(&mut out, 8, &opset);
+        }
+        for (key, value) in &self.metadata {
+            let mut entry = Vec::new();
+            put_bytes(&mut entry, 1, key.as_bytes());
+            put_bytes(&mut entry, 2, value.as_bytes());
+            put_message(&mut out, 14, &entry);
         }
         out
     }

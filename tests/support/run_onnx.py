@@ -5,7 +5,8 @@ Usage: run_onnx.py MODEL INPUT SHAPE OUTPUT_DIR
 INPUT holds little-endian float32 values in row-major order, SHAPE is their
 comma-separated shape (e.g. 8,224,224,3), and the model's single input takes
 them. Each model output NAME is written to OUTPUT_DIR/NAME.f32 in the same
-raw format, and OUTPUT_DIR/shapes.json maps every output name to its shape.
+raw format, and OUTPUT_DIR/shapes.json maps every output name to its shape
+and lists the model's metadata.
 Needs the onnxruntime and numpy packages.
 """
 
@@ -36,7 +37,8 @@ def main() -> None:
         value.astype("<f4").tofile(os.path.join(output_dir, f"{name}.f32"))
         shapes[name] = list(value.shape)
     with open(os.path.join(output_dir, "shapes.json"), "w") as f:
-        json.dump({"onnxruntime": ort.__version__, "outputs": shapes}, f)
+        metadata = session.get_modelmeta().custom_metadata_map
+        json.dump({"onnxruntime": ort.__version__, "outputs": shapes, "metadata": metadata}, f)
 
 
 if __name__ == "__main__":

@@ -166,8 +166,9 @@ pub struct Evaluation {
     pub report: EvalReport,
     /// The model's class names, indexed by class id.
     pub labels: Vec<String>,
-    /// Each input's file and class probabilities, or why it failed.
-    pub outcomes: Vec<(PathBuf, Result<Vec<f32>, InputError>)>,
+    /// Each input's name (the label file's `file` field, or the path for a
+    /// folder) and class probabilities, or why it failed.
+    pub outcomes: Vec<(String, Result<Vec<f32>, InputError>)>,
     pub skipped: Vec<Skipped>,
     /// Number of images whose label the model does not know; they count as
     /// errors in every figure.
@@ -239,7 +240,12 @@ pub fn evaluate(
     Ok(Evaluation {
         report,
         labels: classifier.labels().to_vec(),
-        outcomes: paths.into_iter().zip(probabilities).collect(),
+        outcomes: dataset
+            .samples
+            .into_iter()
+            .map(|sample| sample.name)
+            .zip(probabilities)
+            .collect(),
         skipped: dataset.skipped,
         unknown_label_count,
     })

@@ -135,6 +135,7 @@ fn train_eval_predict_on_grocery_subset() {
         rows[0].0, rows[1].0
     );
     std::fs::write(&unknown_tsv, unknown_rows).unwrap();
+    let eval_predictions = work.path().join("eval-predictions.tsv");
     let output = pantry(&[
         "eval",
         model.to_str().unwrap(),
@@ -142,11 +143,21 @@ fn train_eval_predict_on_grocery_subset() {
         "--images",
         grocery_str,
         "--json",
+        "--predictions",
+        eval_predictions.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "eval with unknown labels failed");
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["accuracy"].as_f64(), Some(0.0));
     assert_eq!(report["top5_accuracy"].as_f64(), Some(0.0));
+    // The predictions name each photo as the label file does.
+    let text = std::fs::read_to_string(&eval_predictions).unwrap();
+    let files: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|line| line.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(files, [rows[0].0.as_str(), rows[1].0.as_str()], "{text}");
 
     // Predict on good photos with a broken one in the middle.
     let broken = work.path().join("broken.jpg");

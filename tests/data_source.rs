@@ -78,6 +78,7 @@ fn txt_is_tab_separated_with_bom_and_crlf() {
         ["Crème fraîche", "Bananas, apples & pears"]
     );
     assert_eq!(dataset.samples[1].path, dir.path().join("b.jpg"));
+    assert_eq!(dataset.samples[1].name, "b.jpg", "named as written");
 }
 
 #[test]

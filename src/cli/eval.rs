@@ -34,7 +34,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub images: Option<PathBuf>,
 
-    /// Also write every image's prediction to this TSV file.
+    /// Also write every image's prediction to this TSV file, in the format
+    /// of `pantry predict`, with each image named as the label file writes
+    /// it.
     #[arg(long, value_name = "FILE")]
     pub predictions: Option<PathBuf>,
 
@@ -121,7 +123,7 @@ fn finish(
             .outcomes
             .iter()
             .map(|(file, outcome)| PredictionRow {
-                file: file.display().to_string(),
+                file: file.clone(),
                 outcome: outcome.clone().map_err(|err| err.message),
             })
             .collect();

@@ -21,6 +21,9 @@ pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "jpe", "jfif", "png", "w
 /// One image and, for labelled data, its class name exactly as written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sample {
+    /// The name to report the image under: the `file` field as written for
+    /// label-file rows, else the path.
+    pub name: String,
     pub path: PathBuf,
     pub label: Option<String>,
 }
@@ -134,9 +137,9 @@ pub fn collect_inputs(inputs: &[PathBuf], images: Option<&Path>) -> Result<Vec<I
             }));
         } else if is_label_file(input) && input.is_file() {
             let root = images.map_or_else(|| parent_dir(input), Path::to_path_buf);
-            let rows = read_label_rows(input, &root, false)?;
-            collected.extend(rows.into_iter().map(|(name, sample)| Input {
-                name,
+            let rows = read_label_file(input, &root, false)?;
+            collected.extend(rows.into_iter().map(|sample| Input {
+                name: sample.name,
                 path: sample.path,
             }));
         } else {
@@ -188,6 +191,7 @@ fn load_folder(root: &Path) -> Result<Dataset> {
         dataset
             .samples
             .extend(images.into_iter().map(|path| Sample {
+                name: path.display().to_string(),
                 path,
                 label: Some(label.clone()),
             }));
@@ -277,16 +281,6 @@ fn skip(path: PathBuf, reason: SkipReason) -> Skipped {
 /// Reads the `file` (and `label`) columns of a label file. Paths are joined
 /// onto `base`. Line numbers in errors count from 1 at the header.
 fn read_label_file(path: &Path, base: &Path, require_labels: bool) -> Result<Vec<Sample>> {
-    let rows = read_label_rows(path, base, require_labels)?;
-    Ok(rows.into_iter().map(|(_, sample)| sample).collect())
-}
-
-/// Reads a label file's rows as (the `file` field as written, sample).
-fn read_label_rows(
-    path: &Path,
-    base: &Path,
-    require_labels: bool,
-) -> Result<Vec<(String, Sample)>> {
     let delimiter = if lower_extension(path).as_deref() == Some("csv") {
         b','
     } else {
@@ -346,11 +340,11 @@ fn read_label_rows(
             ),
             _ => None,
         };
-        let sample = Sample {
+        samples.push(Sample {
+            name: file.to_string(),
             path: base.join(file),
             label,
-        };
-        samples.push((file.to_string(), sample));
+        });
     }
     Ok(samples)
 }

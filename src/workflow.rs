@@ -1,7 +1,7 @@
 //! The jobs that chain the stages: features for a labelled dataset, training
 //! and saving a model, and evaluating a model on labelled data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -26,6 +26,9 @@ pub struct LabelledFeatures {
     pub failures: Vec<InputError>,
     /// Files in class folders that were not images.
     pub skipped: Vec<Skipped>,
+    /// Labels of the data none of whose images could be read or decoded,
+    /// so that no feature row carries them.
+    pub lost_labels: Vec<String>,
 }
 
 /// Loads a labelled folder or label file and extracts its features.
@@ -45,6 +48,7 @@ pub fn labelled_features(
     let paths: Vec<PathBuf> = dataset.samples.iter().map(|s| s.path.clone()).collect();
     on_start(paths.len());
     let results = extractor.extract(&paths, on_done);
+    let all_labels = dataset.labels();
 
     let dim = extractor.dim();
     let mut labelled = LabelledFeatures {
@@ -53,6 +57,7 @@ pub fn labelled_features(
         dim,
         failures: Vec::new(),
         skipped: dataset.skipped,
+        lost_labels: Vec::new(),
     };
     for (sample, result) in dataset.samples.into_iter().zip(results) {
         match result {
@@ -65,6 +70,11 @@ pub fn labelled_features(
             Err(err) => labelled.failures.push(err),
         }
     }
+    let decoded: HashSet<&String> = labelled.labels.iter().collect();
+    labelled.lost_labels = all_labels
+        .into_iter()
+        .filter(|label| !decoded.contains(label))
+        .collect();
     Ok(labelled)
 }
 

@@ -270,6 +270,44 @@ fn train_eval_predict_on_grocery_subset() {
     export_matches_pantry(&model, &[first, second], work.path());
 }
 
+#[test]
+fn train_warns_about_lost_class() {
+    let Some(grocery) = grocery_dir() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let rows = read_rows(&grocery.join("train.tsv"));
+    let train_tsv = work.path().join("train.tsv");
+    write_subset(&rows, 2, 4, &train_tsv);
+    // A third class whose only photo is not a JPEG at all.
+    let broken = work.path().join("broken.jpg");
+    std::fs::write(&broken, b"\xff\xd8 not a JPEG").unwrap();
+    let mut text = std::fs::read_to_string(&train_tsv).unwrap();
+    text.push_str(&format!("{}\tShelf-Label\n", broken.display()));
+    std::fs::write(&train_tsv, text).unwrap();
+    let model = work.path().join("model.safetensors");
+
+    let output = pantry(&[
+        "train",
+        train_tsv.to_str().unwrap(),
+        "--images",
+        grocery.to_str().unwrap(),
+        "--output",
+        model.to_str().unwrap(),
+        "--epochs",
+        "2",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "a failed image gives exit code 3"
+    );
+    assert!(model.is_file(), "the other classes are still trained");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no training image labelled \"Shelf-Label\" could be decoded"),
+        "stderr: {stderr}"
+    );
+}
+
 /// Exports the model with `pantry export` and, when ONNX Runtime is
 /// available, checks that the ONNX file gives pantry's probabilities.
 fn export_matches_pantry(model: &Path, images: &[PathBuf], work: &Path) {

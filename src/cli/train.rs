@@ -164,6 +164,11 @@ pub fn train_model(
     let extractor = super::load_extractor(args.backbone, &args.backbone_args, progress)?;
     let images = args.images.as_deref();
     let train = super::labelled_features(&extractor, &args.data, images, "train", progress)?;
+    for label in &train.lost_labels {
+        progress.warn(&format!(
+            "no training image labelled {label:?} could be decoded, so the model will not know that class"
+        ));
+    }
     let val: Option<LabelledFeatures> = match &args.val {
         Some(path) => Some(super::labelled_features(
             &extractor, path, images, "val", progress,

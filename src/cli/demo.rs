@@ -25,7 +25,7 @@ pub struct DemoArgs {
     /// The Grocery Store dataset folder: either one holding `train.tsv` and
     /// `val.tsv`, or the `dataset` folder of the original repository
     /// (`train.txt`, `val.txt`, `classes.csv`). Default: $PANTRY_GROCERY_DIR,
-    /// else a copy downloaded into the user cache.
+    /// else a clone of the dataset's public repository in the user cache.
     #[arg(long, value_name = "DIR", env = GROCERY_DIR_ENV)]
     pub data: Option<PathBuf>,
 

@@ -139,7 +139,7 @@ fn finish(
     }
     if !failures.is_empty() {
         eprintln!(
-            "error: {} of {} images could not be decoded and were left out of the figures",
+            "error: {} of {} images could not be read or decoded and were left out of the figures",
             failures.len(),
             evaluation.outcomes.len()
         );

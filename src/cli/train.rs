@@ -40,7 +40,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub images: Option<PathBuf>,
 
-    /// Maximum number of epochs; early stopping may end training sooner.
+    /// Maximum number of epochs; early stopping may end training sooner
+    /// [default: 60]
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
 
@@ -48,23 +49,26 @@ pub struct TrainArgs {
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
 
-    /// Hidden layer widths of the head, comma separated; `none` for a linear head.
+    /// Hidden layer widths of the head, comma separated; `none` for a linear
+    /// head [default: 512]
     #[arg(long, value_name = "WIDTHS")]
     pub hidden: Option<String>,
 
-    /// Dropout probability before each dense layer of the head.
+    /// Dropout probability after each hidden layer of the head
+    /// [default: 0.3]
     #[arg(long, value_name = "P")]
     pub dropout: Option<f64>,
 
-    /// Peak learning rate of AdamW.
+    /// Peak learning rate of AdamW [default: 0.003]
     #[arg(long, value_name = "LR")]
     pub learning_rate: Option<f64>,
 
-    /// Label smoothing of the cross-entropy loss, in [0, 1).
+    /// Label smoothing of the cross-entropy loss, in [0, 1) [default: 0.1]
     #[arg(long, value_name = "EPS")]
     pub label_smoothing: Option<f64>,
 
-    /// Epochs without a better validation macro-F1 before training stops.
+    /// Epochs without a better validation macro-F1 before training stops
+    /// [default: 10]
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
 
@@ -146,7 +150,14 @@ pub fn run(args: TrainArgs, progress: &Progress) -> Result<u8> {
     let (summary, failed) = train_model(&args, config, progress)?;
     print_summary(&summary);
     if failed > 0 {
-        eprintln!("error: {failed} images could not be decoded and were left out of training (listed above)");
+        let (images, were) = if failed == 1 {
+            ("image", "was")
+        } else {
+            ("images", "were")
+        };
+        eprintln!(
+            "error: {failed} {images} could not be read or decoded and {were} left out of training (listed above)"
+        );
         return Ok(EXIT_SOME_INPUTS_FAILED);
     }
     Ok(0)
@@ -205,4 +216,37 @@ pub fn print_summary(summary: &TrainSummary) {
         figure(summary.val_macro_f1)
     );
     println!("model written to {}", summary.model_path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_defaults_match_train_config() {
+        let command = <TrainArgs as clap::Args>::augment_args(clap::Command::new("train"));
+        let help = |id: &str| {
+            let argument = command.get_arguments().find(|a| a.get_id() == id);
+            argument
+                .and_then(|a| a.get_help())
+                .map(|help| help.to_string())
+        };
+        let defaults = TrainConfig::default();
+        let widths: Vec<String> = defaults.hidden.iter().map(usize::to_string).collect();
+        let expected = [
+            ("epochs", defaults.epochs.to_string()),
+            ("hidden", widths.join(",")),
+            ("dropout", defaults.dropout.to_string()),
+            ("learning_rate", defaults.learning_rate.to_string()),
+            ("label_smoothing", defaults.label_smoothing.to_string()),
+            ("patience", defaults.patience.to_string()),
+        ];
+        for (id, value) in expected {
+            // Written like clap's own default notes, since the fields are
+            // options that leave unset values to `TrainConfig`.
+            let help = help(id).unwrap_or_default();
+            let note = format!("[default: {value}]");
+            assert!(help.ends_with(&note), "--{id}: {help}");
+        }
+    }
 }

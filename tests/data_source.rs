@@ -287,7 +287,20 @@ fn prediction_inputs_expand_in_order() {
     let single = write(dir.path(), "single.gif", b"not really a gif");
     let list = write(dir.path(), "batch.csv", b"file,other\nz.jpg,1\na.jpg,2\n");
 
-    let inputs = collect_inputs(&[single.clone(), root.clone(), list], None).unwrap();
+    let (inputs, skipped) = collect_inputs(&[single.clone(), root.clone(), list], None).unwrap();
+    let mut skipped: Vec<PathBuf> = skipped.into_iter().map(|s| s.path).collect();
+    skipped.sort();
+    let expected_skips: Vec<PathBuf> = [
+        ".git",
+        "Oat milk/.DS_Store",
+        "Oat milk/._a.JPG",
+        "Oat milk/notes.txt",
+        "README.md",
+    ]
+    .iter()
+    .map(|name| root.join(name))
+    .collect();
+    assert_eq!(skipped, expected_skips, "folder entries left out");
     let names: Vec<&str> = inputs.iter().map(|input| input.name.as_str()).collect();
     assert_eq!(
         names[names.len() - 2..],
@@ -311,7 +324,7 @@ fn prediction_inputs_expand_in_order() {
     assert_eq!(inputs, expected);
 
     let missing = dir.path().join("missing.jpg");
-    let inputs = collect_inputs(std::slice::from_ref(&missing), None).unwrap();
+    let (inputs, _) = collect_inputs(std::slice::from_ref(&missing), None).unwrap();
     assert_eq!(inputs.len(), 1, "a missing path still yields one input");
     assert_eq!(inputs[0].path, missing);
 }
@@ -322,7 +335,7 @@ fn label_rows_resolve_against_images() {
     let list = write(dir.path(), "batch.tsv", b"file\nz.jpg\nsub/a.jpg\n");
     let images = dir.path().join("photos");
 
-    let inputs = collect_inputs(std::slice::from_ref(&list), Some(&images)).unwrap();
+    let (inputs, _) = collect_inputs(std::slice::from_ref(&list), Some(&images)).unwrap();
     let names: Vec<&str> = inputs.iter().map(|input| input.name.as_str()).collect();
     assert_eq!(names, ["z.jpg", "sub/a.jpg"], "rows keep their names");
     let paths: Vec<PathBuf> = inputs.into_iter().map(|input| input.path).collect();

@@ -43,7 +43,8 @@ pub fn run(args: PredictArgs, progress: &Progress) -> Result<u8> {
     if args.top_k == 0 {
         return Err(UsageError::new("--top-k must be at least 1").into());
     }
-    let inputs = collect_inputs(&args.inputs, args.images.as_deref())?;
+    let (inputs, skipped) = collect_inputs(&args.inputs, args.images.as_deref())?;
+    super::report_skipped_and_failed(&skipped, &[], progress);
     if inputs.is_empty() {
         bail!("no images found in the inputs given");
     }

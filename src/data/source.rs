@@ -120,16 +120,19 @@ pub struct Input {
 /// and resolved against `images` if given, else the label file's folder.
 /// Any other path, also one that does not exist, is taken as an image
 /// itself, so that a file which cannot be read or decoded still gets a
-/// result.
-pub fn collect_inputs(inputs: &[PathBuf], images: Option<&Path>) -> Result<Vec<Input>> {
+/// result. Also returns the entries of folders that were left out, and why.
+pub fn collect_inputs(
+    inputs: &[PathBuf],
+    images: Option<&Path>,
+) -> Result<(Vec<Input>, Vec<Skipped>)> {
     let mut collected = Vec::new();
+    let mut skipped = Vec::new();
     for input in inputs {
         // A path that cannot be inspected still gets a row, whose error
         // names the cause once reading it fails.
         let is_dir = std::fs::metadata(input).is_ok_and(|metadata| metadata.is_dir());
         if is_dir {
             let mut paths = Vec::new();
-            let mut skipped = Vec::new();
             collect_images(input, &mut paths, &mut skipped)?;
             collected.extend(paths.into_iter().map(|path| Input {
                 name: path.display().to_string(),
@@ -149,7 +152,7 @@ pub fn collect_inputs(inputs: &[PathBuf], images: Option<&Path>) -> Result<Vec<I
             });
         }
     }
-    Ok(collected)
+    Ok((collected, skipped))
 }
 
 /// Reports whether `path` is read as a label file (extension `.tsv`, `.csv` or

@@ -105,15 +105,7 @@ pub fn load(path: &Path, images_dir: Option<&Path>, require_labels: bool) -> Res
     Ok(dataset)
 }
 
-/// One prediction input: the name to report it under and the file to read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Input {
-    /// The `file` field as written for label-file rows, else the path.
-    pub name: String,
-    pub path: PathBuf,
-}
-
-/// Expands prediction inputs into image paths. A folder gives every image
+/// Expands prediction inputs into samples. A folder gives every image
 /// below it, sorted, with hidden and non-image files left out. A `.tsv`,
 /// `.csv` or `.txt` file gives the paths in its `file` column in file order,
 /// named as written there so that predictions line up with the label file,
@@ -124,7 +116,7 @@ pub struct Input {
 pub fn collect_inputs(
     inputs: &[PathBuf],
     images: Option<&Path>,
-) -> Result<(Vec<Input>, Vec<Skipped>)> {
+) -> Result<(Vec<Sample>, Vec<Skipped>)> {
     let mut collected = Vec::new();
     let mut skipped = Vec::new();
     for input in inputs {
@@ -134,25 +126,24 @@ pub fn collect_inputs(
         if is_dir {
             let mut paths = Vec::new();
             collect_images(input, &mut paths, &mut skipped)?;
-            collected.extend(paths.into_iter().map(|path| Input {
-                name: path.display().to_string(),
-                path,
-            }));
+            collected.extend(paths.into_iter().map(unlabelled));
         } else if is_label_file(input) && input.is_file() {
             let root = images.map_or_else(|| parent_dir(input), Path::to_path_buf);
-            let rows = read_label_file(input, &root, false)?;
-            collected.extend(rows.into_iter().map(|sample| Input {
-                name: sample.name,
-                path: sample.path,
-            }));
+            collected.extend(read_label_file(input, &root, false)?);
         } else {
-            collected.push(Input {
-                name: input.display().to_string(),
-                path: input.clone(),
-            });
+            collected.push(unlabelled(input.clone()));
         }
     }
     Ok((collected, skipped))
+}
+
+/// Returns a sample without a label, named by its path.
+fn unlabelled(path: PathBuf) -> Sample {
+    Sample {
+        name: path.display().to_string(),
+        path,
+        label: None,
+    }
 }
 
 /// Reports whether `path` is read as a label file (extension `.tsv`, `.csv` or

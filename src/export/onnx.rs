@@ -94,7 +94,10 @@ impl OnnxHead {
         let mut onnx = Self::from_named_tensors(&head.tensors)?;
         let classes = onnx.layers.last().map_or(0, |layer| layer.outputs);
         if labels.len() != classes {
-            bail!("head has {classes} outputs but {} labels", labels.len());
+            bail!(
+                "invalid model: the head has {classes} outputs but the model lists {} labels",
+                labels.len()
+            );
         }
         onnx.labels = labels.to_vec();
         Ok(onnx)
